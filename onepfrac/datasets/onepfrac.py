@@ -1,0 +1,179 @@
+"""1p-frac: one base IFS at a sigma-factor, L perturbations of it, one class each.
+
+Pure functions from (config, seed, class index) to images; files and processes live
+in onepfrac.generate. Every random choice comes from its own seeded stream, so a
+class's image depends only on the config and its index, never on worker count or order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from onepfrac import ifs, render
+
+# Independent random streams, keyed as SeedSequence(seed, spawn_key=(stream, ...)).
+STREAM_BASE, STREAM_PROBE, STREAM_CLASS, STREAM_MASKS, STREAM_ORBIT = range(5)
+
+# The released renderer re-seeds numpy's global generator with 100 before every orbit,
+# so every image of a dataset follows the same sequence of map choices.
+RELEASED_ORBIT_SEED = 100
+ORBITS = ("fixed", "per-image")
+
+
+class GenerationError(RuntimeError):
+    """A bounded search ran out of tries; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Config:
+    sigma: float = 3.5
+    delta: float = 0.1
+    samples: int = 1000
+    n_maps: int = 2
+    size: int = 512
+    points: int = 100_000
+    pad: int = 6
+    drawing: str = "patch"
+    fill_threshold: float = 0.05
+    perturbation: str = "multiplicative"
+    sigma_jitter: float = 0.1  # released code: sigma ~ U(sigma - 0.1, sigma + 0.1)
+    orbit: str = "fixed"
+    seed: int = 0
+    probes: int = 16  # perturbations a base system must pass before it is used
+    max_base_tries: int = 500
+    max_class_tries: int = 100
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Base:
+    """The accepted base system and how it was found."""
+
+    system: ifs.System
+    sigma_target: float
+    candidate: int
+
+    def to_dict(self) -> dict:
+        return {
+            **self.system.to_dict(),
+            "sigma_target": self.sigma_target,
+            "sigma_factor": ifs.sigma_factor(self.system.coefficients),
+            "candidate": self.candidate,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Base":
+        return cls(ifs.System.from_dict(data), data["sigma_target"], data["candidate"])
+
+
+def stream(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def released_map_indices(probabilities: np.ndarray, points: int) -> np.ndarray:
+    """The map choices of the released renderer: RandomState(100).random_sample(points)."""
+    uniforms = np.random.RandomState(RELEASED_ORBIT_SEED).random_sample(points)
+    return render.choose_maps(uniforms[: points - 1], probabilities)
+
+
+def map_indices_for(config: Config, probabilities: np.ndarray, index: int,
+                    fixed: np.ndarray | None = None) -> np.ndarray:
+    """Map choices for class `index`: the shared released sequence, or one drawn for this image."""
+    if config.orbit == "fixed":
+        return fixed if fixed is not None else released_map_indices(probabilities, config.points)
+    uniforms = stream(config.seed, STREAM_ORBIT, index).random(config.points - 1)
+    return render.choose_maps(uniforms, probabilities)
+
+
+def draw_image(config: Config, system: ifs.System, map_indices: np.ndarray,
+               mask_rng: np.random.Generator) -> tuple[np.ndarray | None, float]:
+    """The unflipped canvas and its fill fraction; (None, 0.0) when the orbit is not finite."""
+    masks = render.random_masks(config.points, mask_rng) if config.drawing == "patch" else None
+    canvas = render.render(system.coefficients, map_indices, config.size, config.pad, config.drawing, masks)
+    if canvas is None:
+        return None, 0.0
+    return canvas, float(render.fill_fraction(canvas))
+
+
+def passes(config: Config, fill: float) -> bool:
+    """The released fill test: strictly more than `fill_threshold` of the pixels are non-zero."""
+    return fill > config.fill_threshold
+
+
+def find_base(config: Config) -> Base:
+    """Draw base systems in a fixed order until one and all its probe perturbations pass.
+
+    The released code never redraws the base system, so about 16% of seeds at sigma 3.5
+    hang forever; here a base is used only if it renders, passes the fill test, and
+    `probes` perturbations of it do too.
+    """
+    top = 3.0 * config.n_maps
+    for candidate in range(config.max_base_tries):
+        rng = stream(config.seed, STREAM_BASE, candidate)
+        target = rng.uniform(config.sigma - config.sigma_jitter, config.sigma + config.sigma_jitter)
+        target = float(min(max(target, 1e-6), top))
+        system = ifs.sample_system(target, config.n_maps, rng)
+        fixed = released_map_indices(system.probabilities, config.points) if config.orbit == "fixed" else None
+        probe_rng = stream(config.seed, STREAM_PROBE, candidate)
+        canvas, fill = draw_image(config, system, map_indices_for(config, system.probabilities, -1, fixed), probe_rng)
+        if canvas is None or not passes(config, fill):
+            continue
+        for probe in range(config.probes):
+            perturbed = ifs.perturb(system, config.delta, probe_rng, config.perturbation)
+            indices = map_indices_for(config, system.probabilities, -2 - probe, fixed)
+            canvas, fill = draw_image(config, perturbed, indices, probe_rng)
+            if canvas is None or not passes(config, fill):
+                break
+        else:
+            return Base(system, target, candidate)
+    raise GenerationError(
+        f"no base system passed the fill test (> {config.fill_threshold}) with all {config.probes} "
+        f"probe perturbations in {config.max_base_tries} tries at sigma {config.sigma}, delta {config.delta}, "
+        f"size {config.size}, points {config.points}; try another --seed, a lower --fill-threshold, "
+        f"more --points or a smaller --delta")
+
+
+@dataclass(frozen=True)
+class ClassImage:
+    index: int
+    image: np.ndarray  # uint8 (size, size), flipped top to bottom as saved
+    system: ifs.System
+    attempts: int
+    fill: float
+
+
+def render_class(config: Config, base: Base, index: int, fixed: np.ndarray | None = None) -> ClassImage:
+    """Class `index`: perturbations are drawn from its own stream until one renders and passes."""
+    perturb_rng = stream(config.seed, STREAM_CLASS, index)
+    mask_rng = stream(config.seed, STREAM_MASKS, index)
+    indices = map_indices_for(config, base.system.probabilities, index, fixed)
+    for attempt in range(1, config.max_class_tries + 1):
+        system = ifs.perturb(base.system, config.delta, perturb_rng, config.perturbation)
+        canvas, fill = draw_image(config, system, indices, mask_rng)
+        if canvas is not None and passes(config, fill):
+            return ClassImage(index, np.ascontiguousarray(canvas[::-1]), system, attempt, fill)
+    raise GenerationError(
+        f"class {index}: no perturbation within delta {config.delta} passed the fill test "
+        f"(> {config.fill_threshold}) in {config.max_class_tries} tries; try a smaller --delta "
+        f"or a lower --fill-threshold")
+
+
+def rerender(config: Config, system: ifs.System, index: int, attempts: int,
+             fixed: np.ndarray | None = None) -> np.ndarray:
+    """The saved image of class `index` from the coefficients recorded in a manifest.
+
+    The patch masks of rejected attempts were drawn first, so they are skipped.
+    """
+    mask_rng = stream(config.seed, STREAM_MASKS, index)
+    if config.drawing == "patch":
+        for _ in range(attempts - 1):
+            render.random_masks(config.points, mask_rng)
+    indices = map_indices_for(config, system.probabilities, index, fixed)
+    canvas, _ = draw_image(config, system, indices, mask_rng)
+    if canvas is None:
+        raise GenerationError(f"class {index}: the recorded system does not render")
+    return np.ascontiguousarray(canvas[::-1])
