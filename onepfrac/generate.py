@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the base system, perturbations and patch masks (default %(default)s)")
     p.add_argument("--png-bits", type=int, choices=png.BITS, default=8, help="8-bit grayscale or 1-bit palette PNGs, same pixels (default %(default)s)")
     p.add_argument("--png-compression", type=int, default=1, help="zlib level 0..9 (default %(default)s)")
+    p.add_argument("--probes", type=int, default=d.probes, help="perturbations drawn to judge a base system (default %(default)s)")
+    p.add_argument("--probe-pass-rate", type=float, default=d.probe_pass_rate,
+                   help="fraction of the probes that must pass the fill test for a base to be used, in (0, 1] (default %(default)s)")
     p.add_argument("--max-base-tries", type=int, default=d.max_base_tries, help="base systems to try before giving up (default %(default)s)")
     p.add_argument("--max-class-tries", type=int, default=d.max_class_tries, help="perturbations to try per class before giving up (default %(default)s)")
     p.add_argument("--workers", type=int, default=0, help="processes; 0 = all cores (default %(default)s)")
@@ -100,6 +103,9 @@ def validate(args: argparse.Namespace) -> onepfrac_dataset.Config:
     need(np.isfinite(args.sigma_jitter) and 0 <= args.sigma_jitter < args.sigma,
          f"--sigma-jitter {args.sigma_jitter} is outside [0, sigma) = [0, {args.sigma})")
     need(0 <= args.png_compression <= 9, f"--png-compression {args.png_compression} is outside 0..9")
+    need(args.probes >= 1, f"--probes {args.probes} must be at least 1")
+    need(np.isfinite(args.probe_pass_rate) and 0 < args.probe_pass_rate <= 1,
+         f"--probe-pass-rate {args.probe_pass_rate} is outside (0, 1]")
     need(args.max_base_tries >= 1, f"--max-base-tries {args.max_base_tries} must be at least 1")
     need(args.max_class_tries >= 1, f"--max-class-tries {args.max_class_tries} must be at least 1")
     need(args.workers >= 0, f"--workers {args.workers} must be 0 (all cores) or more")

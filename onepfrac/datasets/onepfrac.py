@@ -7,6 +7,7 @@ class's image depends only on the config and its index, never on worker count or
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -41,8 +42,9 @@ class Config:
     sigma_jitter: float = 0.1  # released code: sigma ~ U(sigma - 0.1, sigma + 0.1)
     orbit: str = "fixed"
     seed: int = 0
-    probes: int = 16  # perturbations a base system must pass before it is used
-    max_base_tries: int = 500
+    probes: int = 32  # perturbations drawn to judge a base system before it is used
+    probe_pass_rate: float = 0.25  # ... of which at least this fraction must pass the fill test
+    max_base_tries: int = 200
     max_class_tries: int = 100
 
     def to_dict(self) -> dict:
@@ -105,13 +107,15 @@ def passes(config: Config, fill: float) -> bool:
 
 
 def find_base(config: Config) -> Base:
-    """Draw base systems in a fixed order until one and all its probe perturbations pass.
+    """Draw base systems in a fixed order until one whose perturbations pass the fill test reliably.
 
-    The released code never redraws the base system, so about 16% of seeds at sigma 3.5
-    hang forever; here a base is used only if it renders, passes the fill test, and
-    `probes` perturbations of it do too.
+    The released code tests only perturbations (never the base image) and never redraws
+    the base, so a base whose perturbations cannot pass hangs it (about 16% at sigma 3.5).
+    Here a base is used once `probe_pass_rate` of `probes` perturbations pass, so each
+    class's bounded retry loop is all but certain to succeed.
     """
     top = 3.0 * config.n_maps
+    needed = max(1, math.ceil(config.probe_pass_rate * config.probes))
     for candidate in range(config.max_base_tries):
         rng = stream(config.seed, STREAM_BASE, candidate)
         target = rng.uniform(config.sigma - config.sigma_jitter, config.sigma + config.sigma_jitter)
@@ -119,22 +123,24 @@ def find_base(config: Config) -> Base:
         system = ifs.sample_system(target, config.n_maps, rng)
         fixed = released_map_indices(system.probabilities, config.points) if config.orbit == "fixed" else None
         probe_rng = stream(config.seed, STREAM_PROBE, candidate)
-        canvas, fill = draw_image(config, system, map_indices_for(config, system.probabilities, -1, fixed), probe_rng)
-        if canvas is None or not passes(config, fill):
-            continue
+        passed = failed = 0
         for probe in range(config.probes):
             perturbed = ifs.perturb(system, config.delta, probe_rng, config.perturbation)
-            indices = map_indices_for(config, system.probabilities, -2 - probe, fixed)
+            indices = map_indices_for(config, system.probabilities, -1 - probe, fixed)
             canvas, fill = draw_image(config, perturbed, indices, probe_rng)
-            if canvas is None or not passes(config, fill):
-                break
-        else:
-            return Base(system, target, candidate)
+            if canvas is not None and passes(config, fill):
+                passed += 1
+                if passed >= needed:
+                    return Base(system, target, candidate)
+            else:
+                failed += 1
+                if failed > config.probes - needed:
+                    break
     raise GenerationError(
-        f"no base system passed the fill test (> {config.fill_threshold}) with all {config.probes} "
-        f"probe perturbations in {config.max_base_tries} tries at sigma {config.sigma}, delta {config.delta}, "
-        f"size {config.size}, points {config.points}; try another --seed, a lower --fill-threshold, "
-        f"more --points or a smaller --delta")
+        f"no base system had {needed} of {config.probes} perturbations pass the fill test "
+        f"(> {config.fill_threshold}) in {config.max_base_tries} tries at sigma {config.sigma}, "
+        f"delta {config.delta}, size {config.size}, points {config.points}; try another --seed, "
+        f"a lower --fill-threshold, more --points or a smaller --delta")
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,15 @@ def render_class(config: Config, base: Base, index: int, fixed: np.ndarray | Non
         f"class {index}: no perturbation within delta {config.delta} passed the fill test "
         f"(> {config.fill_threshold}) in {config.max_class_tries} tries; try a smaller --delta "
         f"or a lower --fill-threshold")
+
+
+def render_base(config: Config, base: Base) -> np.ndarray:
+    """The unperturbed base system's image (flipped as saved), with no fill test: for figures."""
+    canvas, _ = draw_image(config, base.system, map_indices_for(config, base.system.probabilities, 0),
+                           stream(config.seed, STREAM_MASKS, 0))
+    if canvas is None:
+        raise GenerationError("the base system does not render")
+    return np.ascontiguousarray(canvas[::-1])
 
 
 def rerender(config: Config, system: ifs.System, index: int, attempts: int,

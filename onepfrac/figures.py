@@ -1,0 +1,113 @@
+"""Sample grids: `python -m onepfrac.figures grid DATASET --out grid.png` and
+`python -m onepfrac.figures paper --out-dir figure/` (delta and sigma-factor grids)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from onepfrac import png
+from onepfrac.datasets import onepfrac as onepfrac_dataset
+
+PAPER_DELTAS = (0.01, 0.05, 0.1, 0.2)  # Table 5
+PAPER_SIGMAS = (3.25, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0)  # Table 6 range; 3.5 is the paper's choice
+LABEL_WIDTH = 110
+TITLE_HEIGHT = 22
+
+
+def compose(rows: list[tuple[str, list[np.ndarray]]], thumb: int, title: str = "",
+            column_labels: list[str] | None = None) -> Image.Image:
+    """A labelled grid: one row per (label, images); gray images are shown with ink stretched to white."""
+    n_cols = max(len(images) for _, images in rows)
+    top = TITLE_HEIGHT * (bool(title) + bool(column_labels))
+    canvas = Image.new("L", (LABEL_WIDTH + n_cols * (thumb + 4), top + len(rows) * (thumb + 4)), 255)
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 4), title, fill=0)
+    for c, label in enumerate(column_labels or []):
+        draw.text((LABEL_WIDTH + c * (thumb + 4) + 4, top - TITLE_HEIGHT + 4), label, fill=0)
+    for r, (label, images) in enumerate(rows):
+        y = top + r * (thumb + 4)
+        draw.text((4, y + thumb // 2 - 6), label, fill=0)
+        for c, image in enumerate(images):
+            peak = max(int(image.max()), 1)
+            shown = Image.fromarray((image.astype(np.float32) * (255.0 / peak)).astype(np.uint8))
+            canvas.paste(shown.resize((thumb, thumb), Image.BILINEAR), (LABEL_WIDTH + c * (thumb + 4), y))
+    return canvas
+
+
+def dataset_grid(root: Path, count: int = 16, columns: int = 8, thumb: int = 128) -> Image.Image:
+    """Evenly spaced classes of a generated dataset, read from its manifest."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    classes = manifest["classes"]
+    picks = np.unique(np.linspace(0, len(classes) - 1, min(count, len(classes))).round().astype(int))
+    images = [(classes[i]["index"], png.decode_gray(root / classes[i]["file"])) for i in picks]
+    rows = []
+    for start in range(0, len(images), columns):
+        chunk = images[start:start + columns]
+        rows.append((f"classes {chunk[0][0]}-{chunk[-1][0]}", [image for _, image in chunk]))
+    return compose(rows, thumb, title=root.name)
+
+
+def delta_grid(config: onepfrac_dataset.Config, deltas=PAPER_DELTAS, classes: int = 6, thumb: int = 128) -> Image.Image:
+    """One base system (found at the largest delta, so it serves every row), `classes` perturbations per delta."""
+    base = onepfrac_dataset.find_base(replace(config, delta=max(deltas)))
+    rows = []
+    for delta in deltas:
+        row_config = replace(config, delta=delta)
+        rows.append((f"delta {delta}", [onepfrac_dataset.render_class(row_config, base, i).image for i in range(classes)]))
+    return compose(rows, thumb, title=f"1p-frac: sigma {config.sigma}, classes 0-{classes - 1} per delta",
+                  column_labels=[f"class {i}" for i in range(classes)])
+
+
+def sigma_grid(config: onepfrac_dataset.Config, sigmas=PAPER_SIGMAS, seeds=(0, 1, 2), thumb: int = 128) -> Image.Image:
+    """The base system of each sigma-factor (columns) for a few seeds (rows)."""
+    rows = []
+    for seed in seeds:
+        images = []
+        for sigma in sigmas:
+            seeded = replace(config, sigma=sigma, seed=seed)
+            base = onepfrac_dataset.find_base(seeded)
+            images.append(onepfrac_dataset.render_base(seeded, base))
+        rows.append((f"seed {seed}", images))
+    return compose(rows, thumb, title="1p-frac base systems by sigma-factor (N = 2)",
+                  column_labels=[f"sigma {s}" for s in sigmas])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m onepfrac.figures", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    grid = sub.add_parser("grid", help="sample grid of a generated dataset folder")
+    grid.add_argument("dataset", type=Path)
+    grid.add_argument("--out", type=Path, required=True)
+    grid.add_argument("--count", type=int, default=16)
+    grid.add_argument("--columns", type=int, default=8)
+    paper = sub.add_parser("paper", help="delta and sigma-factor grids, as in the paper's figures")
+    paper.add_argument("--out-dir", type=Path, default=Path("figure"))
+    paper.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    if args.command == "grid":
+        if not (args.dataset / "manifest.json").is_file():
+            parser.exit(2, f"{parser.prog}: error: {args.dataset} has no manifest.json: not a finished dataset\n")
+        if args.count < 1 or args.columns < 1:
+            parser.exit(2, f"{parser.prog}: error: --count and --columns must be at least 1\n")
+        dataset_grid(args.dataset, args.count, args.columns).save(args.out)
+        print(args.out)
+        return 0
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    config = onepfrac_dataset.Config(seed=args.seed)
+    for name, image in (("1p-frac_delta.png", delta_grid(config)), ("1p-frac_sigma.png", sigma_grid(config))):
+        image.save(args.out_dir / name, optimize=True)
+        print(args.out_dir / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
