@@ -21,7 +21,7 @@ import numpy as np
 
 from onepfrac import png, render
 from onepfrac.datasets import onepfrac as onepfrac_dataset
-from onepfrac.generate import generate
+from onepfrac.generate import available_cores, generate
 
 RELEASED_IMAGES_PER_S = 0.28
 
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    cores = os.cpu_count() or 1
+    cores = available_cores()
 
     timings = stages()
     print("per-image stages on one core (ms):")

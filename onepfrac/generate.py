@@ -178,12 +178,13 @@ class Progress:
         if not parsed:
             self._append(header)
             return
-        if parsed[0].get("arguments") != header["arguments"] or parsed[0].get("generator") != header["generator"]:
+        if parsed[0] != header:
             diff = differences(parsed[0].get("arguments", {}), header["arguments"])
             if parsed[0].get("generator") != header["generator"]:
-                diff.append(f"generator {parsed[0].get('generator')} vs {header['generator']}")
-            raise UsageError(f"{self.path.parent} is being generated with other arguments: " + "; ".join(diff))
-        self.base = parsed[0].get("base_system")
+                diff.append(f"generator {parsed[0].get('generator')} (on disk) vs {header['generator']} (now)")
+            if not diff:
+                diff.append("its base system differs from the one found now (numpy or onepfrac changed?)")
+            raise UsageError(f"{self.path.parent} is being generated with other settings: " + "; ".join(diff))
         for record in parsed[1:]:
             self.records[record["index"]] = record
 
@@ -244,6 +245,13 @@ def _make_class(index: int) -> dict:
     }
 
 
+def available_cores() -> int:
+    """Cores this process may run on (respects affinity masks and container CPU sets)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _pool_context():
     # fork shares the already-compiled numba kernels; elsewhere, spawn loads them from numba's cache
     methods = multiprocessing.get_all_start_methods()
@@ -275,7 +283,7 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
         remove_temporaries(root)
         todo = [i for i in range(config.samples)
                 if not (i in log.records and (root / log.records[i]["file"]).exists())]
-        workers = workers or os.cpu_count() or 1
+        workers = workers or available_cores()
         workers = min(workers, max(1, len(todo)))
         bar = tqdm(total=config.samples, initial=config.samples - len(todo), unit="img",
                    desc=root.name, disable=not progress, dynamic_ncols=True)
