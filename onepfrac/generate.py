@@ -92,6 +92,7 @@ def validate(args: argparse.Namespace) -> onepfrac_dataset.Config:
     need(np.isfinite(args.sigma) and 0 < args.sigma <= top,
          f"--sigma {args.sigma} is outside (0, {top}]: the sigma-factor of {args.n_maps} maps is at most 3 x {args.n_maps}")
     need(np.isfinite(args.delta) and 0 <= args.delta < 1, f"--delta {args.delta} is outside [0, 1)")
+    need(args.seed >= 0, f"--seed {args.seed} must be 0 or more")
     need(args.samples >= 1, f"--samples {args.samples} must be at least 1")
     need(args.pad >= 0, f"--pad {args.pad} must be at least 0")
     need(args.size <= 16384, f"--size {args.size} is above the largest allowed, 16384")
@@ -141,51 +142,61 @@ def class_path(index: int, samples: int) -> str:
     return f"{index:0{width}d}/{index:0{width}d}.png"
 
 
-def differences(old: dict, new: dict) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [f"--{k.replace('_', '-')} {old.get(k)} (on disk) vs {new.get(k)} (now)" for k in keys if old.get(k) != new.get(k)]
+def differences(on_disk: dict, header: dict) -> list[str]:
+    """What differs between a header on disk and this run's: options, then generator version."""
+    old, new = on_disk.get("arguments", {}), header["arguments"]
+    found = [f"--{k.replace('_', '-')} {old.get(k)} (on disk) vs {new.get(k)} (now)"
+             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if on_disk.get("generator") != header["generator"]:
+        found.append(f"generator {on_disk.get('generator')} (on disk) vs {header['generator']} (now)")
+    return found
 
 
 class Progress:
-    """manifest.partial.jsonl: the header, then one record per finished class (append-only)."""
+    """manifest.partial.jsonl: the header, then one record per finished class (append-only).
 
-    def __init__(self, path: Path, header: dict):
+    Opening takes an exclusive lock and reads what is there without writing anything;
+    `check` compares the arguments (before the base search), `start` the base system,
+    and only then is a tail cut by a kill trimmed and the log written.
+    """
+
+    def __init__(self, path: Path):
         self.path = path
         self.records: dict[int, dict] = {}
-        exists = path.exists()
         self.file = open(path, "a+b")
         try:
             fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self.file.close()
             raise UsageError(f"another process is generating {path.parent}; wait for it or stop it") from None
-        if exists:
-            self._load(header)
-        else:
-            self._append(header)
-
-    def _load(self, header: dict) -> None:
         self.file.seek(0)
-        lines = self.file.read().split(b"\n")
-        valid_bytes = 0
-        parsed = []
-        for line in lines[:-1]:  # the last piece has no newline: cut by a kill, never complete
+        self.lines: list[dict] = []
+        self.valid_bytes = 0
+        for line in self.file.read().split(b"\n")[:-1]:  # the last piece has no newline: cut by a kill
             try:
-                parsed.append(json.loads(line))
+                self.lines.append(json.loads(line))
             except json.JSONDecodeError:
                 break
-            valid_bytes += len(line) + 1
-        self.file.truncate(valid_bytes)
-        if not parsed:
-            self._append(header)
+            self.valid_bytes += len(line) + 1
+
+    def check(self, header: dict) -> None:
+        """Refuse a log started with other arguments or another generator version."""
+        if not self.lines:
             return
-        if parsed[0] != header:
-            diff = differences(parsed[0].get("arguments", {}), header["arguments"])
-            if parsed[0].get("generator") != header["generator"]:
-                diff.append(f"generator {parsed[0].get('generator')} (on disk) vs {header['generator']} (now)")
-            if not diff:
-                diff.append("its base system differs from the one found now (numpy or onepfrac changed?)")
+        diff = differences(self.lines[0], header)
+        if diff:
             raise UsageError(f"{self.path.parent} is being generated with other settings: " + "; ".join(diff))
-        for record in parsed[1:]:
+
+    def start(self, header: dict) -> None:
+        """Begin a new log, or continue one whose header (base system included) equals `header`."""
+        self.check(header)
+        if self.lines and self.lines[0] != header:
+            raise UsageError(f"{self.path.parent} was started with another base system "
+                             f"(numpy or onepfrac changed?); move it away to start afresh")
+        self.file.truncate(self.valid_bytes)
+        if not self.lines:
+            self._append(header)
+        for record in self.lines[1:]:
             self.records[record["index"]] = record
 
     def _append(self, record: dict) -> None:
@@ -209,8 +220,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def remove_temporaries(root: Path) -> None:
-    for leftover in root.glob(f"*/*{TEMP_SUFFIX}"):
-        leftover.unlink(missing_ok=True)
+    for pattern in (f"*{TEMP_SUFFIX}", f"*/*{TEMP_SUFFIX}"):  # manifest.json.tmp and class PNGs
+        for leftover in root.glob(pattern):
+            leftover.unlink(missing_ok=True)
 
 
 # Worker state, set once per process by _init_worker (inherited on fork).
@@ -265,10 +277,9 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
     header = header_for(config, png_bits, png_compression)
     manifest_path = root / MANIFEST
     if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("arguments") != header["arguments"] or manifest.get("generator") != header["generator"]:
-            raise UsageError(f"{root} already holds a dataset made with other arguments: "
-                             + "; ".join(differences(manifest.get("arguments", {}), header["arguments"])))
+        diff = differences(json.loads(manifest_path.read_text()), header)
+        if diff:
+            raise UsageError(f"{root} already holds a dataset made with other settings: " + "; ".join(diff))
         return root
     if root.exists() and not root.is_dir():
         raise UsageError(f"--base-savedir {base_savedir}: {root} exists and is a file")
@@ -276,10 +287,17 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
         raise UsageError(f"{root} exists and is not a dataset being generated (no {PARTIAL}); "
                          f"move it away or choose another --base-savedir")
 
-    base = onepfrac_dataset.find_base(config)  # may raise; nothing is written before this succeeds
-    root.mkdir(parents=True, exist_ok=True)
-    log = Progress(root / PARTIAL, {**header, "base_system": base.to_dict()})
+    log = None
+    if (root / PARTIAL).exists():
+        log = Progress(root / PARTIAL)  # locks; nothing written yet
     try:
+        if log is not None:
+            log.check(header)
+        base = onepfrac_dataset.find_base(config)  # may raise; nothing is written before this succeeds
+        if log is None:
+            root.mkdir(parents=True, exist_ok=True)
+            log = Progress(root / PARTIAL)
+        log.start({**header, "base_system": base.to_dict()})
         remove_temporaries(root)
         todo = [i for i in range(config.samples)
                 if not (i in log.records and (root / log.records[i]["file"]).exists())]
@@ -288,14 +306,13 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
         bar = tqdm(total=config.samples, initial=config.samples - len(todo), unit="img",
                    desc=root.name, disable=not progress, dynamic_ncols=True)
         context = (base, png_bits, png_compression, str(root))
+        _init_worker(config, *context, ignore_sigint=False)  # also compiles the kernels once, before any fork
         try:
             if workers == 1:
-                _init_worker(config, *context, ignore_sigint=False)
                 for index in todo:
                     log.add(_make_class(index))
                     bar.update()
             else:
-                _init_worker(config, *context, ignore_sigint=False)  # compile the kernels once, before fork
                 with _pool_context().Pool(workers, _init_worker, (config, *context)) as pool:
                     for record in pool.imap_unordered(_make_class, todo, chunksize=4):
                         log.add(record)
@@ -307,10 +324,12 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
         write_atomic(manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
         (root / PARTIAL).unlink()
     except KeyboardInterrupt:
-        remove_temporaries(root)
+        if root.is_dir():
+            remove_temporaries(root)
         raise
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     return root
 
 

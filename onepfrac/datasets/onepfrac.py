@@ -15,7 +15,7 @@ import numpy as np
 from onepfrac import ifs, render
 
 # Independent random streams, keyed as SeedSequence(seed, spawn_key=(stream, ...)).
-STREAM_BASE, STREAM_PROBE, STREAM_CLASS, STREAM_MASKS, STREAM_ORBIT = range(5)
+STREAM_BASE, STREAM_PROBE, STREAM_CLASS, STREAM_MASKS, STREAM_ORBIT, STREAM_PROBE_ORBIT = range(6)
 
 # The released renderer re-seeds numpy's global generator with 100 before every orbit,
 # so every image of a dataset follows the same sequence of map choices.
@@ -85,9 +85,14 @@ def released_map_indices(probabilities: np.ndarray, points: int) -> np.ndarray:
 def map_indices_for(config: Config, probabilities: np.ndarray, index: int,
                     fixed: np.ndarray | None = None) -> np.ndarray:
     """Map choices for class `index`: the shared released sequence, or one drawn for this image."""
+    return _map_indices(config, probabilities, (STREAM_ORBIT, index), fixed)
+
+
+def _map_indices(config: Config, probabilities: np.ndarray, key: tuple[int, ...],
+                 fixed: np.ndarray | None) -> np.ndarray:
     if config.orbit == "fixed":
         return fixed if fixed is not None else released_map_indices(probabilities, config.points)
-    uniforms = stream(config.seed, STREAM_ORBIT, index).random(config.points - 1)
+    uniforms = stream(config.seed, *key).random(config.points - 1)
     return render.choose_maps(uniforms, probabilities)
 
 
@@ -126,7 +131,7 @@ def find_base(config: Config) -> Base:
         passed = failed = 0
         for probe in range(config.probes):
             perturbed = ifs.perturb(system, config.delta, probe_rng, config.perturbation)
-            indices = map_indices_for(config, system.probabilities, -1 - probe, fixed)
+            indices = _map_indices(config, system.probabilities, (STREAM_PROBE_ORBIT, candidate, probe), fixed)
             canvas, fill = draw_image(config, perturbed, indices, probe_rng)
             if canvas is not None and passes(config, fill):
                 passed += 1
