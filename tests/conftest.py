@@ -1,0 +1,143 @@
+"""Shared helpers for the onepfrac test suite: tiny configurations, CLI runners, snapshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from onepfrac import generate
+from onepfrac.datasets import onepfrac as onepfrac_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny images: every class renders in well under a millisecond, the default fill threshold passes.
+TINY = ["--size", "64", "--points", "3000", "--pad", "2", "--no-progress"]
+TINY_CONFIG = dict(size=64, points=3000, pad=2)
+
+# Slow enough (tens of milliseconds a class, 60 classes) to be killed in the middle of a run.
+SLOW = ["--size", "128", "--points", "2000000", "--pad", "2", "--samples", "60", "--seed", "0",
+        "--workers", "1", "--no-progress"]
+SLOW_NAME = "sigma3.5_perturb0.1_sample60_seed0"
+
+CLI_TIMEOUT = 120
+
+
+def tiny_args(base, samples=5, seed=0, *extra, workers=1) -> list[str]:
+    """Arguments of a tiny dataset written under `base`."""
+    return ["--base-savedir", str(base), "--samples", str(samples), "--seed", str(seed),
+            "--workers", str(workers), *TINY, *extra]
+
+
+def dataset_dir(base, sigma=3.5, delta=0.1, samples=5, seed=0) -> Path:
+    return Path(base) / f"sigma{float(sigma)!r}_perturb{float(delta)!r}_sample{samples}_seed{seed}"
+
+
+def run_cli(args, cwd=None, timeout=CLI_TIMEOUT, env=None) -> subprocess.CompletedProcess:
+    """`python -m onepfrac.generate ARGS` in a subprocess, text output captured."""
+    return subprocess.run([sys.executable, "-m", "onepfrac.generate", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _default_sigint():
+    # a shell starting pytest in the background makes SIGINT ignored, and children inherit that
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_cli(args) -> subprocess.Popen:
+    """`python -m onepfrac.generate ARGS` started in the background, with Ctrl-C's default handling."""
+    return subprocess.Popen([sys.executable, "-m", "onepfrac.generate", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+
+
+def run_main(argv, capsys) -> tuple[int, str, str]:
+    """`onepfrac.generate.main(argv)` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        code = generate.main([str(a) for a in argv])
+    except SystemExit as stop:  # argparse errors
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(root, with_mtimes=False) -> dict:
+    """Every file under `root` (relative path -> bytes, or (bytes, mtime_ns))."""
+    root = Path(root)
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            files[str(path.relative_to(root))] = (data, path.stat().st_mtime_ns) if with_mtimes else data
+    return files
+
+
+def class_lines(partial: Path) -> int:
+    """Complete class records in manifest.partial.jsonl (the first line is the header)."""
+    if not partial.exists():
+        return 0
+    return max(0, partial.read_bytes().count(b"\n") - 1)
+
+
+def wait_for_classes(proc: subprocess.Popen, partial: Path, count: int, timeout=60.0) -> None:
+    """Block until the running generator has recorded `count` classes; fail if it ended first."""
+    deadline = time.monotonic() + timeout
+    while class_lines(partial) < count:
+        assert proc.poll() is None, f"the generator ended before recording {count} classes: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the generator recorded no classes in time"
+        time.sleep(0.005)
+
+
+def interrupt_in_process(argv, capsys, monkeypatch, after: int) -> tuple[int, str, str]:
+    """Run main() with --workers 1 and raise KeyboardInterrupt (as Ctrl-C would) after `after` classes."""
+    real = generate._make_class
+    done = []
+
+    def make_class(index):
+        if len(done) == after:
+            raise KeyboardInterrupt
+        done.append(index)
+        return real(index)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(generate, "_make_class", make_class)
+        return run_main(argv, capsys)
+
+
+def load_manifest(root) -> dict:
+    return json.loads((Path(root) / generate.MANIFEST).read_text())
+
+
+def config_from_manifest(manifest: dict) -> onepfrac_dataset.Config:
+    """The Config a manifest was made with (its png_* arguments describe files, not images)."""
+    arguments = {k: v for k, v in manifest["arguments"].items() if not k.startswith("png_")}
+    return onepfrac_dataset.Config(**arguments)
+
+
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@pytest.fixture(scope="session")
+def slow_reference(tmp_path_factory) -> dict:
+    """Snapshot of an uninterrupted run of the SLOW configuration."""
+    base = tmp_path_factory.mktemp("slow_reference")
+    result = run_cli(["--base-savedir", base, *SLOW])
+    assert result.returncode == 0, result.stderr
+    return snapshot(base / SLOW_NAME)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A complete 12-class tiny dataset (8-bit PNGs, fixed orbit, multiplicative perturbations)."""
+    base = tmp_path_factory.mktemp("tiny")
+    assert generate.main(tiny_args(base, 12, 0)) == 0
+    return dataset_dir(base, samples=12)
+
