@@ -67,10 +67,6 @@ class Base:
             "candidate": self.candidate,
         }
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "Base":
-        return cls(ifs.System.from_dict(data), data["sigma_target"], data["candidate"])
-
 
 def stream(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
