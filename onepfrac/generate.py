@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-jitter", type=float, default=d.sigma_jitter, help="the base's sigma is drawn from U(sigma - j, sigma + j), as released (default %(default)s)")
     p.add_argument("--orbit", choices=onepfrac_dataset.ORBITS, default=d.orbit,
                    help="fixed: every image uses the released map-choice sequence (numpy seed 100); per-image: its own (default %(default)s)")
+    p.add_argument("--burn-in", type=int, default=d.burn_in,
+                   help="drop the first points (start point and transient) before framing and drawing; "
+                        "the released renderer keeps them (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the base system, perturbations and patch masks (default %(default)s)")
     p.add_argument("--png-bits", type=int, choices=png.BITS, default=8, help="8-bit grayscale or 1-bit palette PNGs, same pixels (default %(default)s)")
     p.add_argument("--png-compression", type=int, default=1, help="zlib level 0..9 (default %(default)s)")
@@ -99,6 +102,8 @@ def validate(args: argparse.Namespace) -> onepfrac_dataset.Config:
     need(args.size >= 2 * args.pad + 4,
          f"--size {args.size} is too small for --pad {args.pad}: it must be at least 2 x pad + 4 = {2 * args.pad + 4}")
     need(args.points >= 2, f"--points {args.points} must be at least 2")
+    need(0 <= args.burn_in <= args.points - 2,
+         f"--burn-in {args.burn_in} is outside 0..{args.points - 2} (--points {args.points} minus the 2 points a frame needs)")
     need(np.isfinite(args.fill_threshold) and 0 <= args.fill_threshold < 1,
          f"--fill-threshold {args.fill_threshold} is outside [0, 1)")
     need(np.isfinite(args.sigma_jitter) and 0 <= args.sigma_jitter < args.sigma,

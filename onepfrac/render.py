@@ -55,11 +55,13 @@ def iterate(coefficients, map_indices):
 
 @numba.njit(cache=True)
 def to_pixels(points, size, pad):
-    """Integer pixel coordinates in [pad, size - pad], as the released rescaling does.
+    """Integer pixel coordinates in [pad, size - pad]: the bounding box of the points, scaled.
 
-    Each axis is shifted by -min when min < 0, divided by (max - min), scaled to
-    size - 2 pad, offset by pad and truncated. Returns (ok, pixels); ok is False when
-    the orbit is not finite or collapses to a line or a point on either axis.
+    Each axis is shifted by -min, divided by (max - min), scaled to size - 2 pad, offset
+    by pad and truncated. The released code shifts only when min < 0, which is the same
+    whenever the start point (0, 0) is among the points (always, without burn-in) and
+    would push a burnt-in orbit off the canvas otherwise. Returns (ok, pixels); ok is
+    False when the orbit is not finite or collapses to a line or a point on either axis.
     """
     n = points.shape[0]
     pixels = np.zeros((n, 2), dtype=np.int32)
@@ -76,9 +78,8 @@ def to_pixels(points, size, pad):
         extent = high - low
         if not extent > 0.0:
             return False, pixels
-        shift = -low if low < 0.0 else 0.0
         for i in range(n):
-            pixels[i, axis] = int((points[i, axis] + shift) / extent * span + pad)
+            pixels[i, axis] = int((points[i, axis] - low) / extent * span + pad)
     return True, pixels
 
 
@@ -137,9 +138,14 @@ def random_masks(n_points: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def render(coefficients: np.ndarray, map_indices: np.ndarray, size: int, pad: int,
-           drawing: str = "patch", masks: np.ndarray | None = None) -> np.ndarray | None:
-    """The canvas (size x size, uint8, not yet flipped) of one orbit, or None if it is not finite."""
-    ok, pixels = to_pixels(iterate(np.ascontiguousarray(coefficients, dtype=np.float64), map_indices), size, pad)
+           drawing: str = "patch", masks: np.ndarray | None = None, burn_in: int = 0) -> np.ndarray | None:
+    """The canvas (size x size, uint8, not yet flipped) of one orbit, or None if it is not finite.
+
+    burn_in drops the first points (the start point (0, 0) and the transient) from the
+    frame and the drawing; the released renderer keeps them all (burn_in 0).
+    """
+    points = iterate(np.ascontiguousarray(coefficients, dtype=np.float64), map_indices)
+    ok, pixels = to_pixels(points[burn_in:], size, pad)
     if not ok:
         return None
     if drawing == "patch":

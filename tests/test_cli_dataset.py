@@ -142,6 +142,7 @@ AUDITED = {
     "retried classes": ["--delta", "0.5", "--fill-threshold", "0.1", "--seed", "1"],
     "per-image orbit": ["--orbit", "per-image"],
     "1-bit png": ["--png-bits", "1", "--png-compression", "9"],
+    "burn-in": ["--burn-in", "100"],
 }
 
 

@@ -31,6 +31,10 @@ BAD_OPTIONS = {
     "jitter not below sigma": (["--sigma", "0.5", "--sigma-jitter", "0.5"], ["--sigma-jitter"]),
     "max class tries zero": (["--max-class-tries", "0"], ["--max-class-tries"]),
     "max base tries zero": (["--max-base-tries", "0"], ["--max-base-tries"]),
+    "burn-in negative": (["--burn-in", "-1"], ["--burn-in"]),
+    "burn-in leaves under two points": (["--points", "100", "--burn-in", "99"], ["--burn-in", "--points"]),
+    "probes zero": (["--probes", "0"], ["--probes"]),
+    "probe pass rate zero": (["--probe-pass-rate", "0"], ["--probe-pass-rate"]),
 }
 
 

@@ -50,12 +50,14 @@ def test_to_pixels_truncates_toward_zero():
     assert pixels[3].tolist() == [int(0.1 * 3 + 1), int(1.99 * 3 + 1)] == [1, 6]
 
 
-def test_to_pixels_does_not_shift_an_axis_whose_minimum_is_positive():
-    # the released rescaling shifts only when min < 0 (with the origin kept, min <= 0 in practice)
-    points = np.array([[1.0, 0.0], [3.0, 1.0]])
-    ok, pixels = render.to_pixels(points, 12, 1)  # x: extent 2, span 10: int(x / 2 * 10 + 1)
+def test_to_pixels_frames_the_bounding_box_when_the_minimum_is_positive():
+    # the released rule shifts only when min < 0; with the start point kept min <= 0 and the two
+    # agree, and after a burn-in the bounding box keeps the orbit on the canvas
+    points = np.array([[1.0, 5.0], [3.0, 6.0]])
+    ok, pixels = render.to_pixels(points, 12, 1)  # span 10: int((v - min) / extent * 10 + 1)
     assert ok
-    assert pixels[:, 0].tolist() == [6, 16]
+    assert pixels[:, 0].tolist() == [1, 11]
+    assert pixels[:, 1].tolist() == [1, 11]
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -141,6 +143,21 @@ def test_render_is_the_patch_rasterisation_of_the_rescaled_orbit():
     assert ok and canvas.dtype == np.uint8 and canvas.shape == (32, 32)
     assert np.array_equal(canvas, render.rasterize_patch(pixels, masks, 32))
     assert np.array_equal(render.render(COEFFICIENTS, indices, 32, 2, "point"), render.rasterize_point(pixels, 32))
+
+
+def test_burn_in_drops_the_start_point_and_transient_from_frame_and_drawing():
+    # two maps whose attractor (the segment from (10, 10) to (11, 9)) lies far from the start point (0, 0)
+    far = np.array([[0.5, 0.0, 0.0, 0.5, 5.0, 5.0], [0.5, 0.0, 0.0, 0.5, 5.5, 4.5]])
+    indices = render.choose_maps(np.random.RandomState(100).random_sample(2999), np.array([0.5, 0.5]))
+    points = render.iterate(far, indices)
+    kept = render.render(far, indices, 64, 2, "point")
+    burnt = render.render(far, indices, 64, 2, "point", burn_in=50)
+    assert np.array_equal(kept, render.rasterize_point(render.to_pixels(points, 64, 2)[1], 64))
+    assert np.array_equal(burnt, render.rasterize_point(render.to_pixels(points[50:], 64, 2)[1], 64))
+    assert kept[2, 2] == render.INK and burnt[2, 2] == 0  # the origin is framed only without burn-in
+    # without the transient the attractor alone spans the frame, from pad to size - pad on both axes
+    rows, cols = np.nonzero(burnt)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (2, 62, 2, 62)
 
 
 def test_render_returns_none_for_an_orbit_that_is_not_finite():

@@ -41,6 +41,7 @@ class Config:
     perturbation: str = "multiplicative"
     sigma_jitter: float = 0.1  # released code: sigma ~ U(sigma - 0.1, sigma + 0.1)
     orbit: str = "fixed"
+    burn_in: int = 0  # released: the start point and transient stay in the frame
     seed: int = 0
     probes: int = 32  # perturbations drawn to judge a base system before it is used
     probe_pass_rate: float = 0.25  # ... of which at least this fraction must pass the fill test
@@ -95,8 +96,10 @@ def _map_indices(config: Config, probabilities: np.ndarray, key: tuple[int, ...]
 def draw_image(config: Config, system: ifs.System, map_indices: np.ndarray,
                mask_rng: np.random.Generator) -> tuple[np.ndarray | None, float]:
     """The unflipped canvas and its fill fraction; (None, 0.0) when the orbit is not finite."""
-    masks = render.random_masks(config.points, mask_rng) if config.drawing == "patch" else None
-    canvas = render.render(system.coefficients, map_indices, config.size, config.pad, config.drawing, masks)
+    drawn = config.points - config.burn_in
+    masks = render.random_masks(drawn, mask_rng) if config.drawing == "patch" else None
+    canvas = render.render(system.coefficients, map_indices, config.size, config.pad, config.drawing, masks,
+                           config.burn_in)
     if canvas is None:
         return None, 0.0
     return canvas, float(render.fill_fraction(canvas))
@@ -187,7 +190,7 @@ def rerender(config: Config, system: ifs.System, index: int, attempts: int,
     mask_rng = stream(config.seed, STREAM_MASKS, index)
     if config.drawing == "patch":
         for _ in range(attempts - 1):
-            render.random_masks(config.points, mask_rng)
+            render.random_masks(config.points - config.burn_in, mask_rng)
     indices = map_indices_for(config, system.probabilities, index, fixed)
     canvas, _ = draw_image(config, system, indices, mask_rng)
     if canvas is None:
