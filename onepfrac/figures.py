@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from onepfrac import png
 from onepfrac.datasets import onepfrac as onepfrac_dataset
+from onepfrac.generate import MANIFEST
 
 PAPER_DELTAS = (0.01, 0.05, 0.1, 0.2)  # Table 5
 PAPER_SIGMAS = (3.25, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0)  # Table 6 range; 3.5 is the paper's choice
@@ -44,7 +45,7 @@ def compose(rows: list[tuple[str, list[np.ndarray]]], thumb: int, title: str = "
 
 def dataset_grid(root: Path, count: int = 16, columns: int = 8, thumb: int = 128) -> Image.Image:
     """Evenly spaced classes of a generated dataset, read from its manifest."""
-    manifest = json.loads((root / "manifest.json").read_text())
+    manifest = json.loads((root / MANIFEST).read_text())
     classes = manifest["classes"]
     picks = np.unique(np.linspace(0, len(classes) - 1, min(count, len(classes))).round().astype(int))
     images = [(classes[i]["index"], png.decode_gray(root / classes[i]["file"])) for i in picks]
@@ -94,8 +95,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "grid":
-        if not (args.dataset / "manifest.json").is_file():
-            parser.exit(2, f"{parser.prog}: error: {args.dataset} has no manifest.json: not a finished dataset\n")
+        if not (args.dataset / MANIFEST).is_file():
+            parser.exit(2, f"{parser.prog}: error: {args.dataset} has no {MANIFEST}: not a finished dataset\n")
         if args.count < 1 or args.columns < 1:
             parser.exit(2, f"{parser.prog}: error: --count and --columns must be at least 1\n")
         dataset_grid(args.dataset, args.count, args.columns).save(args.out)

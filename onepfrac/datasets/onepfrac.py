@@ -93,11 +93,17 @@ def _map_indices(config: Config, probabilities: np.ndarray, key: tuple[int, ...]
     return render.choose_maps(uniforms, probabilities)
 
 
+def patch_masks(config: Config, mask_rng: np.random.Generator) -> np.ndarray | None:
+    """One image's patch masks, one per drawn point (None for point drawing)."""
+    if config.drawing != "patch":
+        return None
+    return render.random_masks(config.points - config.burn_in, mask_rng)
+
+
 def draw_image(config: Config, system: ifs.System, map_indices: np.ndarray,
                mask_rng: np.random.Generator) -> tuple[np.ndarray | None, float]:
     """The unflipped canvas and its fill fraction; (None, 0.0) when the orbit is not finite."""
-    drawn = config.points - config.burn_in
-    masks = render.random_masks(drawn, mask_rng) if config.drawing == "patch" else None
+    masks = patch_masks(config, mask_rng)
     canvas = render.render(system.coefficients, map_indices, config.size, config.pad, config.drawing, masks,
                            config.burn_in)
     if canvas is None:
@@ -188,9 +194,8 @@ def rerender(config: Config, system: ifs.System, index: int, attempts: int,
     The patch masks of rejected attempts were drawn first, so they are skipped.
     """
     mask_rng = stream(config.seed, STREAM_MASKS, index)
-    if config.drawing == "patch":
-        for _ in range(attempts - 1):
-            render.random_masks(config.points - config.burn_in, mask_rng)
+    for _ in range(attempts - 1):
+        patch_masks(config, mask_rng)
     indices = map_indices_for(config, system.probabilities, index, fixed)
     canvas, _ = draw_image(config, system, indices, mask_rng)
     if canvas is None:
