@@ -1,0 +1,5 @@
+import sys
+
+from onepfrac.train.cli import main
+
+sys.exit(main())

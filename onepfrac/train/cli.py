@@ -1,0 +1,288 @@
+"""Command line of the trainer: `python -m onepfrac.train {pretrain,finetune,eval} [-c FILE.yaml]`.
+
+A YAML config holds flat keys equal to the long options (dashes or underscores), as timm's
+`train.py -c` does; options given on the command line override the file. Every value is checked
+here, before any process group, dataset or model is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import sys
+from pathlib import Path
+
+import yaml
+
+MODES = ("pretrain", "finetune", "eval")
+
+# The released recipes (../shared/REFERENCE.md): pre-training 1p-frac and fine-tuning, DeiT-style.
+RECIPE_DEFAULTS = {
+    "pretrain": dict(opt="adamw", lr=1.0e-3, weight_decay=0.05, warmup_epochs=5,
+                     reprob=0.5, vflip=0.5, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5],
+                     save_every=10000, decay_pos_embed=True),
+    "finetune": dict(opt="sgd", lr=0.01, weight_decay=1e-4, warmup_epochs=10, reprob=0.25,
+                     vflip=0.0, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+                     save_every=100, decay_pos_embed=True),
+}
+# Evaluation takes the model and the input pipeline from the checkpoint's stored arguments
+# when it has them; these are the fallbacks.
+RECIPE_DEFAULTS["eval"] = dict(RECIPE_DEFAULTS["finetune"])
+# Read back from a checkpoint's arguments by `eval` unless given explicitly.
+EVAL_FROM_CHECKPOINT = ("model", "img_size", "model_kwargs", "mean", "std", "interpolation",
+                        "crop_pct")
+
+
+class UsageError(ValueError):
+    """A bad option value; the message names the option, the value and what is allowed."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def model_kwarg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m onepfrac.train",
+                           description="Pre-train, fine-tune or evaluate a timm model.")
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("-c", "--config", default=None, help="YAML file of flat option keys")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", default=None,
+                      help="pretrain: the dataset folder; finetune/eval: folder with train/ and val/")
+    data.add_argument("--train-dir", default=None)
+    data.add_argument("--val-dir", default=None)
+    data.add_argument("--dataset", default="folder", help="folder, cifar10 or cifar100")
+    data.add_argument("--num-classes", type=int, default=None,
+                      help="checked against the class folders (default: their number)")
+    data.add_argument("--in-memory", default="auto", help="auto, always or never")
+    data.add_argument("--memory-limit-gb", type=float, default=16.0)
+    data.add_argument("--repeats", type=int, default=1,
+                      help="passes over the dataset per epoch (for L smaller than a batch)")
+    data.add_argument("--workers", type=int, default=None, help="DataLoader workers per process")
+    data.add_argument("--data-pipeline", default="auto", help="auto, loader or device")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="vit_tiny_patch16_224")
+    model.add_argument("--img-size", type=int, default=224)
+    model.add_argument("--model-kwargs", nargs="*", type=model_kwarg, default=[],
+                       metavar="KEY=VALUE")
+    model.add_argument("--drop-path", type=float, default=0.1)
+    model.add_argument("--ckpt", default=None,
+                       help="weights to start from (finetune) or to evaluate: path, URL or known name")
+    model.add_argument("--ckpt-which", default="auto",
+                       help="auto, model, state_dict, state_dict_ema")
+    model.add_argument("--freeze-blocks", type=int, default=0,
+                       help="freeze the patch embedding and the first k blocks")
+    model.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    model.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    model.add_argument("--model-ema", action=argparse.BooleanOptionalAction, default=False)
+    model.add_argument("--model-ema-decay", type=float, default=0.99996)
+
+    optim = parser.add_argument_group("optimiser and schedule")
+    optim.add_argument("--opt", default="adamw")
+    optim.add_argument("--lr", type=float, default=None,
+                       help="base lr, scaled by total batch / --lr-base-batch")
+    optim.add_argument("--lr-base-batch", type=int, default=512)
+    optim.add_argument("--weight-decay", type=float, default=None)
+    optim.add_argument("--momentum", type=float, default=0.9)
+    optim.add_argument("--opt-eps", type=float, default=1e-8)
+    optim.add_argument("--clip-grad", type=float, default=None)
+    optim.add_argument("--decay-pos-embed", action=argparse.BooleanOptionalAction, default=None,
+                       help="weight-decay pos_embed/cls_token as the released runs did")
+    optim.add_argument("--sched", default="cosine")
+    optim.add_argument("--epochs", type=int, default=300)
+    optim.add_argument("--warmup-epochs", type=int, default=None)
+    optim.add_argument("--warmup-lr", type=float, default=1e-6)
+    optim.add_argument("--min-lr", type=float, default=1e-5)
+    optim.add_argument("--sched-on-updates", action=argparse.BooleanOptionalAction, default=False,
+                       help="step the schedule every update (the released code steps per epoch)")
+
+    augment = parser.add_argument_group("augmentation and loss")
+    augment.add_argument("--aa", default="rand-m9-mstd0.5-inc1", help="RandAugment policy or ''")
+    augment.add_argument("--color-jitter", type=float, default=0.4)
+    augment.add_argument("--reprob", type=float, default=None)
+    augment.add_argument("--remode", default="pixel")
+    augment.add_argument("--recount", type=int, default=1)
+    augment.add_argument("--scale", type=float, nargs=2, default=[0.08, 1.0])
+    augment.add_argument("--ratio", type=float, nargs=2, default=[3 / 4, 4 / 3])
+    augment.add_argument("--hflip", type=float, default=0.5)
+    augment.add_argument("--vflip", type=float, default=None)
+    augment.add_argument("--interpolation", default="bicubic")
+    augment.add_argument("--mean", type=float, nargs=3, default=None)
+    augment.add_argument("--std", type=float, nargs=3, default=None)
+    augment.add_argument("--crop-pct", type=float, default=0.875)
+    augment.add_argument("--mixup", type=float, default=0.8)
+    augment.add_argument("--cutmix", type=float, default=1.0)
+    augment.add_argument("--mixup-prob", type=float, default=1.0)
+    augment.add_argument("--mixup-switch-prob", type=float, default=0.5)
+    augment.add_argument("--mixup-mode", default="batch")
+    augment.add_argument("--mixup-chunk", type=int, default=0,
+                         help="one Mixup/CutMix lambda per this many images (0: per batch)")
+    augment.add_argument("--smoothing", type=float, default=0.1)
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=32, help="per process")
+    run.add_argument("--eval-batch-size", type=int, default=None)
+    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--amp", default="auto", help="auto, none, bf16 or fp16")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--launcher", default="auto", help="auto, none, torchrun, mpi or slurm")
+    run.add_argument("--world-size", type=int, default=None,
+                     help="expected number of processes (NGPUS); checked against the launcher")
+    run.add_argument("--output-dir", default="output")
+    run.add_argument("--experiment", default=None, help="name in checkpoint files")
+    run.add_argument("--save-every", type=int, default=None, help="epochs between checkpoints")
+    run.add_argument("--eval-every", type=int, default=1)
+    run.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for the last one")
+    run.add_argument("--check-every", type=int, default=50, help="steps between NaN checks")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    return parser
+
+
+def _dest(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--config: {path!r} does not exist")
+    try:
+        values = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UsageError(f"--config: {path!r} is not valid YAML ({error})") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"--config: {path!r} must hold flat `key: value` pairs")
+    known = {action.dest for action in parser._actions} - {"help", "mode", "config"}
+    config = {}
+    for key, value in values.items():
+        dest = _dest(str(key))
+        if dest not in known:
+            close = difflib.get_close_matches(dest, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UsageError(f"--config {path}: unknown key {key!r}{hint}")
+        if dest == "model_kwargs" and isinstance(value, dict):
+            value = list(value.items())
+        config[dest] = value
+    return config
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**RECIPE_DEFAULTS[first.mode])
+    if first.config:
+        parser.set_defaults(**read_config(first.config, parser))
+    args = parser.parse_args(argv)
+    given = {action.dest for action in parser._actions
+             if any(a == o or a.startswith(o + "=") for a in argv for o in action.option_strings)}
+    args.explicit = sorted(given | set(read_config(first.config, parser) if first.config else ()))
+    for key, value in RECIPE_DEFAULTS[args.mode].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.model_kwargs = dict(args.model_kwargs or [])
+    validate(args)
+    return args
+
+
+def _need(ok: bool, option: str, value, allowed: str) -> None:
+    if not ok:
+        raise UsageError(f"--{option}: {value!r} is not allowed; {allowed}")
+
+
+def validate(args: argparse.Namespace) -> None:
+    def positive(name):
+        value = getattr(args, _dest(name))
+        _need(isinstance(value, int) and value >= 1, name, value, "expected an integer >= 1")
+
+    def probability(name):
+        value = getattr(args, _dest(name))
+        _need(0.0 <= value <= 1.0, name, value, "expected a probability in [0, 1]")
+
+    for name in ("batch-size", "epochs", "repeats", "lr-base-batch", "eval-every",
+                 "check-every", "save-every", "img-size", "recount"):
+        positive(name)
+    for name in ("hflip", "vflip", "reprob", "mixup-prob", "mixup-switch-prob", "smoothing",
+                 "drop-path"):
+        probability(name)
+    _need(args.in_memory in ("auto", "always", "never"), "in-memory", args.in_memory,
+          "expected auto, always or never")
+    _need(args.data_pipeline in ("auto", "loader", "device"), "data-pipeline",
+          args.data_pipeline, "expected auto, loader or device")
+    _need(args.amp in ("auto", "none", "bf16", "fp16"), "amp", args.amp,
+          "expected auto, none, bf16 or fp16")
+    _need(args.dataset in ("folder", "cifar10", "cifar100"), "dataset", args.dataset,
+          "expected folder, cifar10 or cifar100")
+    _need(args.launcher in ("auto", "none", "torchrun", "mpi", "slurm"), "launcher",
+          args.launcher, "expected auto, none, torchrun, mpi or slurm")
+    _need(args.ckpt_which in ("auto", "model", "state_dict", "state_dict_ema", "ema"),
+          "ckpt-which", args.ckpt_which, "expected auto, model, state_dict or state_dict_ema")
+    _need(args.lr is not None and args.lr > 0, "lr", args.lr, "expected a number > 0")
+    _need(args.weight_decay >= 0, "weight-decay", args.weight_decay, "expected a number >= 0")
+    _need(args.warmup_epochs >= 0, "warmup-epochs", args.warmup_epochs, "expected an integer >= 0")
+    _need(args.warmup_lr >= 0 and args.min_lr >= 0, "min-lr", args.min_lr, "expected >= 0")
+    _need(args.mixup >= 0 and args.cutmix >= 0, "mixup", args.mixup, "alphas must be >= 0")
+    _need(args.mixup_chunk >= 0, "mixup-chunk", args.mixup_chunk, "expected an integer >= 0")
+    _need(args.mixup_mode in ("batch", "pair", "elem"), "mixup-mode", args.mixup_mode,
+          "expected batch, pair or elem")
+    _need(args.freeze_blocks >= 0, "freeze-blocks", args.freeze_blocks, "expected an integer >= 0")
+    _need(0 < args.scale[0] <= args.scale[1] <= 1, "scale", args.scale,
+          "expected 0 < min <= max <= 1")
+    _need(0 < args.ratio[0] <= args.ratio[1], "ratio", args.ratio, "expected 0 < min <= max")
+    _need(0 < args.crop_pct <= 1, "crop-pct", args.crop_pct, "expected 0 < crop-pct <= 1")
+    _need(args.num_classes is None or args.num_classes >= 1, "num-classes", args.num_classes,
+          "expected an integer >= 1")
+    _need(args.workers is None or args.workers >= 0, "workers", args.workers,
+          "expected an integer >= 0")
+    _need(args.world_size is None or args.world_size >= 1, "world-size", args.world_size,
+          "expected an integer >= 1")
+    _need(args.interpolation in ("bilinear", "bicubic", "nearest", "random"), "interpolation",
+          args.interpolation, "expected bilinear, bicubic, nearest or random")
+    _need(args.remode in ("pixel", "rand", "const"), "remode", args.remode,
+          "expected pixel, rand or const")
+    if (args.mixup > 0 or args.cutmix > 0) and args.mixup_prob > 0 and args.mode != "eval":
+        chunk = args.mixup_chunk or args.batch_size
+        _need(chunk % 2 == 0 and args.batch_size % chunk == 0,
+              "mixup-chunk" if args.mixup_chunk else "batch-size",
+              args.mixup_chunk or args.batch_size,
+              "Mixup/CutMix pairs images, so the batch (or chunk) must be even and the chunk "
+              "must divide --batch-size")
+    if args.mode == "pretrain":
+        _need(args.data_dir or args.train_dir, "data-dir", args.data_dir,
+              "pretrain needs the dataset folder (--data-dir or --train-dir)")
+    elif args.mode == "finetune":
+        _need(args.data_dir or args.train_dir, "data-dir", args.data_dir,
+              "finetune needs --data-dir (with train/ and val/) or --train-dir and --val-dir")
+    else:
+        _need(args.ckpt, "ckpt", args.ckpt, "eval needs the checkpoint to evaluate")
+        _need(args.data_dir or args.val_dir, "val-dir", args.val_dir,
+              "eval needs --val-dir (or --data-dir with val/)")
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from onepfrac.train.trainer import run
+
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Datasets, samplers and transforms for the trainer.
+
+Image folders (ImageFolder layout, labels from sorted folder names) and CIFAR in torchvision's
+format are decoded once into memory when they fit; samples are drawn by an epoch-spanning
+batch sampler with DistributedSampler's semantics, and each sample's augmentation is seeded by
+(seed, epoch, index), so a run does not depend on the number of DataLoader workers and a
+resumed run sees exactly the samples an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from tqdm import tqdm
+
+DATASETS = ("folder", "cifar10", "cifar100")
+
+
+class DataError(ValueError):
+    """A dataset is missing, empty or does not match the options; the message says which."""
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Decoded images in memory: uint8 (N, H, W) gray or (N, H, W, 3) colour, plus labels.
+
+    Items are RGB PIL images, as torchvision's ImageFolder loader gives them (gray becomes
+    three equal channels), so timm's transforms behave as on files.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str]):
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return Image.fromarray(self.images[index]).convert("RGB"), int(self.labels[index])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.images.nbytes)
+
+
+class FileDataset(torch.utils.data.Dataset):
+    """ImageFolder read from disk at every access, for folders too large to keep in memory."""
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str]):
+        self.samples = samples
+        self.labels = np.array([label for _, label in samples], dtype=np.int64)
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        with Image.open(path) as image:
+            return image.convert("RGB"), label
+
+
+def scan_folder(root: Path, option: str) -> tuple[list[tuple[str, int]], list[str]]:
+    """Files and classes of an ImageFolder-layout directory, with errors that name `option`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{option}: {str(root)!r} is not a directory")
+    try:
+        classes, class_to_index = find_classes(str(root))
+    except FileNotFoundError:
+        raise DataError(f"{option}: {str(root)!r} has no class folders (expected "
+                        f"{root}/<class>/<image>.png, as torchvision's ImageFolder)") from None
+    samples = make_dataset(str(root), class_to_index, extensions=IMG_EXTENSIONS,
+                           allow_empty=True)
+    if not samples:
+        raise DataError(f"{option}: {str(root)!r} has {len(classes)} class folder(s) but no "
+                        f"images ({', '.join(IMG_EXTENSIONS[:4])}, ...)")
+    return samples, classes
+
+
+def _decode(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        if image.mode in ("L", "RGB"):
+            return np.asarray(image)
+        if image.mode in ("1", "I", "I;16", "F", "LA"):
+            return np.asarray(image.convert("L"))
+        array = np.asarray(image.convert("RGB"))
+    # A palette image with gray entries (the generator's --png-bits 1) stays one channel.
+    if (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
+        return np.ascontiguousarray(array[..., 0])
+    return array
+
+
+def decode_all(samples: list[tuple[str, int]], progress: bool) -> np.ndarray:
+    """Decode every image once into one uint8 array (all images must share their shape)."""
+    paths = [path for path, _ in samples]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        arrays = list(tqdm(pool.map(_decode, paths), total=len(paths), disable=not progress,
+                           desc="decoding", unit="img", leave=False))
+    shapes = {array.shape for array in arrays}
+    if len(shapes) > 1:
+        # Mixed gray and colour images, or sizes: fall back to RGB so one array holds all.
+        if len({shape[:2] for shape in shapes}) > 1:
+            raise DataError(f"images differ in size ({sorted(shapes)[:3]} ...): use --in-memory never")
+        arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+    return np.stack(arrays)
+
+
+def estimate_decoded_bytes(samples: list[tuple[str, int]]) -> int:
+    with Image.open(samples[0][0]) as image:
+        width, height = image.size
+        channels = 1 if image.mode in ("L", "1") else 3
+    return width * height * channels * len(samples)
+
+
+def open_folder(root: Path, option: str, in_memory: str = "auto",
+                memory_limit_gb: float = 16.0, progress: bool = True):
+    """An ImageFolder as an ArrayDataset (decoded once) or a FileDataset (read per access)."""
+    samples, classes = scan_folder(root, option)
+    if in_memory == "auto":
+        in_memory = "always" if estimate_decoded_bytes(samples) <= memory_limit_gb * 2**30 else "never"
+    if in_memory == "never":
+        return FileDataset(samples, classes)
+    images = decode_all(samples, progress)
+    return ArrayDataset(images, np.array([label for _, label in samples]), classes)
+
+
+def open_cifar(root: Path, name: str, train: bool, option: str) -> ArrayDataset:
+    """CIFAR-10/100 in torchvision's on-disk format, never downloaded."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    try:
+        data = cls(str(root), train=train, download=False)
+    except RuntimeError:
+        raise DataError(f"{option}: no {name.upper()} in torchvision's format under "
+                        f"{str(root)!r} (expected {root}/{cls.base_folder}/); this program "
+                        "never downloads: fetch it once with torchvision "
+                        f"(datasets.{cls.__name__}(root, download=True)) and point here") from None
+    return ArrayDataset(np.asarray(data.data), np.asarray(data.targets), list(data.classes))
+
+
+def open_dataset(kind: str, root: Path, train: bool, option: str, in_memory: str,
+                 memory_limit_gb: float, progress: bool):
+    if kind not in DATASETS:
+        raise DataError(f"--dataset: {kind!r} is not one of {', '.join(DATASETS)}")
+    if kind == "folder":
+        return open_folder(root, option, in_memory, memory_limit_gb, progress)
+    return open_cifar(root, kind, train, option)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """Applies `transform` to dataset[index] with every RNG seeded from (seed, epoch, index).
+
+    Indexed by (epoch, index) pairs from EpochBatchSampler. timm's transforms draw from
+    Python's `random`, numpy's and torch's global generators; seeding all three per sample
+    makes the augmentation independent of worker count and of where a run was resumed.
+    """
+
+    def __init__(self, dataset, transform, seed: int):
+        self.dataset = dataset
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        image, label = self.dataset[index]
+        seed_everything(sample_seed(self.seed, epoch, index))
+        return self.transform(image), label
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of (epoch, index) for epochs [start_epoch, epochs), one iterator for the run.
+
+    Each epoch follows DistributedSampler(shuffle=True, seed) with set_epoch: one permutation
+    per epoch shared by all ranks, padded to a multiple of the world size, rank r taking every
+    world_size-th index from r; then the last partial batch is dropped (drop_last=True).
+    `repeats` concatenates that many permutations into one epoch, for datasets smaller than
+    a batch (1p-frac with small L). Spanning all epochs keeps DataLoader workers alive across
+    thousands of 3-step epochs.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, epochs: int, seed: int, rank: int = 0,
+                 world_size: int = 1, start_epoch: int = 0, repeats: int = 1, shuffle: bool = True):
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.start_epoch = start_epoch
+        self.repeats = repeats
+        self.shuffle = shuffle
+        total = num_samples * repeats
+        self.per_rank = -(-total // world_size)
+        self.steps_per_epoch = self.per_rank // batch_size
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + epoch)
+            order = torch.cat([torch.randperm(self.num_samples, generator=generator)
+                               for _ in range(self.repeats)]).tolist()
+        else:
+            order = list(range(self.num_samples)) * self.repeats
+        padding = self.per_rank * self.world_size - len(order)
+        order += order[:padding]
+        return order[self.rank::self.world_size]
+
+    def __iter__(self):
+        for epoch in range(self.start_epoch, self.epochs):
+            indices = self.epoch_indices(epoch)
+            for step in range(self.steps_per_epoch):
+                chunk = indices[step * self.batch_size:(step + 1) * self.batch_size]
+                yield [(epoch, index) for index in chunk]
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * (self.epochs - self.start_epoch)
+
+
+class EvalSamples(torch.utils.data.Dataset):
+    def __init__(self, dataset, transform):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        return self.transform(image), label
+
+
+def shard(num_samples: int, rank: int, world_size: int) -> list[int]:
+    """Rank's share of an evaluation set, without DistributedSampler's padding duplicates."""
+    return list(range(rank, num_samples, world_size))
+
+
+def train_transform(args):
+    from timm.data import create_transform
+
+    return create_transform(
+        args.img_size, is_training=True, scale=tuple(args.scale), ratio=tuple(args.ratio),
+        hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter,
+        auto_augment=args.aa or None, interpolation=args.interpolation, mean=tuple(args.mean),
+        std=tuple(args.std), re_prob=args.reprob, re_mode=args.remode, re_count=args.recount)
+
+
+def eval_transform(args):
+    from timm.data import create_transform
+
+    return create_transform(args.img_size, is_training=False, interpolation=args.interpolation,
+                            mean=tuple(args.mean), std=tuple(args.std), crop_pct=args.crop_pct)

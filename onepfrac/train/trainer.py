@@ -1,0 +1,477 @@
+"""The driver: build data, model, optimiser and schedule from the options, then run the epochs.
+
+Read top to bottom: set-up, datasets, model, optimiser, resume, loop (train, schedule, evaluate,
+log, checkpoint), summary. Everything that can fail on bad input fails before the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from onepfrac.train import data as data_module
+from onepfrac.train import engine
+from onepfrac.train.cli import EVAL_FROM_CHECKPOINT, UsageError
+from onepfrac.train.distributed import Context, LaunchError, barrier, setup, teardown
+
+FORMAT = "onepfrac-checkpoint/1"
+LAST = "checkpoint_last.pth"
+METRICS = "metrics.jsonl"
+
+
+class ModelError(ValueError):
+    """Unknown model name or options the model does not accept."""
+
+
+def log(context: Context, message: str) -> None:
+    if context.is_main:
+        print(message, flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+def train_root(args) -> Path:
+    if args.train_dir:
+        return Path(args.train_dir)
+    root = Path(args.data_dir)
+    return root / "train" if args.mode == "finetune" and args.dataset == "folder" else root
+
+
+def val_root(args) -> Path | None:
+    if args.val_dir:
+        return Path(args.val_dir)
+    if args.mode in ("finetune", "eval") and args.data_dir:
+        return Path(args.data_dir) / "val" if args.dataset == "folder" else Path(args.data_dir)
+    return None
+
+
+def open_datasets(args, context: Context):
+    progress = args.progress and context.is_main
+    train = None
+    if args.mode != "eval":
+        option = "--train-dir" if args.train_dir else "--data-dir"
+        train = data_module.open_dataset(args.dataset, train_root(args), True, option,
+                                         args.in_memory, args.memory_limit_gb, progress)
+    val = None
+    root = val_root(args)
+    if root is not None:
+        option = "--val-dir" if args.val_dir else "--data-dir"
+        val = data_module.open_dataset(args.dataset, root, False, option, args.in_memory,
+                                       args.memory_limit_gb, progress)
+    classes = (train or val).classes
+    if args.num_classes is not None and args.num_classes != len(classes):
+        where = train_root(args) if train is not None else root
+        raise data_module.DataError(
+            f"--num-classes {args.num_classes} does not match the {len(classes)} classes "
+            f"found in {str(where)!r}")
+    if train is not None and val is not None and len(val.classes) != len(classes):
+        raise data_module.DataError(f"the validation set has {len(val.classes)} classes, the "
+                                    f"training set {len(classes)}")
+    return train, val, len(classes)
+
+
+def workers_for(args) -> int:
+    if args.workers is not None:
+        return args.workers
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def train_batches(args, dataset, context: Context, start_epoch: int):
+    sampler = data_module.EpochBatchSampler(
+        len(dataset), args.batch_size, args.epochs, args.seed, context.rank, context.world_size,
+        start_epoch=start_epoch, repeats=args.repeats)
+    if sampler.steps_per_epoch == 0:
+        raise data_module.DataError(
+            f"--batch-size {args.batch_size} x {context.world_size} process(es) is more than "
+            f"the {len(dataset) * args.repeats} images of one epoch: lower --batch-size or "
+            "raise --repeats")
+    samples = data_module.SeededSamples(dataset, data_module.train_transform(args), args.seed)
+    workers = workers_for(args)
+    loader = torch.utils.data.DataLoader(
+        samples, batch_sampler=sampler, num_workers=workers,
+        pin_memory=context.device.type == "cuda", persistent_workers=False,
+        prefetch_factor=4 if workers else None)
+    return loader, sampler.steps_per_epoch
+
+
+def eval_loader(args, dataset, context: Context):
+    indices = data_module.shard(len(dataset), context.rank, context.world_size)
+    samples = torch.utils.data.Subset(
+        data_module.EvalSamples(dataset, data_module.eval_transform(args)), indices)
+    return torch.utils.data.DataLoader(samples, batch_size=args.eval_batch_size or args.batch_size,
+                                       num_workers=workers_for(args), shuffle=False)
+
+
+# ---------------------------------------------------------------- model
+
+def create_model(args, num_classes: int):
+    import timm
+
+    if not timm.is_model(args.model):
+        close = difflib_matches(args.model)
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        raise ModelError(f"--model: {args.model!r} is not a timm model{hint}")
+    kwargs = dict(num_classes=num_classes, drop_path_rate=args.drop_path, **args.model_kwargs)
+    try:
+        return timm.create_model(args.model, img_size=args.img_size, **kwargs)
+    except TypeError as error:
+        if "img_size" not in str(error):
+            raise ModelError(f"--model-kwargs: {args.model} rejects {args.model_kwargs}: {error}") from None
+    try:
+        return timm.create_model(args.model, **kwargs)  # CNNs take any input size
+    except TypeError as error:
+        raise ModelError(f"--model-kwargs: {args.model} rejects {args.model_kwargs}: {error}") from None
+
+
+def difflib_matches(name: str) -> list[str]:
+    import difflib
+
+    import timm
+
+    return difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+
+
+def freeze_blocks(model, count: int) -> None:
+    """Freeze the stem (patch embedding, tokens, position embedding) and the first `count` blocks."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise ModelError(f"--freeze-blocks: {type(model).__name__} has no `blocks` to freeze")
+    if count > len(blocks):
+        raise ModelError(f"--freeze-blocks: {count} is more than the model's {len(blocks)} blocks")
+    for name, parameter in model.named_parameters():
+        stem = name.startswith(("patch_embed.", "cls_token", "pos_embed", "reg_token", "dist_token"))
+        in_frozen_block = name.startswith("blocks.") and int(name.split(".")[1]) < count
+        if stem or in_frozen_block:
+            parameter.requires_grad_(False)
+
+
+def amp_dtype_for(args, device: torch.device):
+    amp = args.amp
+    if amp == "auto":
+        amp = "fp16" if device.type == "cuda" else "none"  # the released runs used AMP on GPUs
+    if amp == "fp16" and device.type != "cuda":
+        raise UsageError("--amp: 'fp16' needs a CUDA device; use bf16 or none on CPU")
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def scaled(value: float, args, context: Context) -> float:
+    # The released code scales lr, warm-up lr and min lr by the total batch over 512.
+    return value * args.batch_size * context.world_size / args.lr_base_batch
+
+
+def create_optimizer(args, model, context: Context):
+    from timm.optim import create_optimizer_v2, param_groups_weight_decay
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if args.decay_pos_embed:
+        # The released code built the optimiser on the DDP wrapper, which hides the model's
+        # no_weight_decay() list: only 1-D parameters and biases escape decay.
+        groups = param_groups_weight_decay(model, args.weight_decay, no_weight_decay_list=())
+        groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in groups]
+        params = [g for g in groups if g["params"]]
+        kwargs = dict(weight_decay=0.0)  # already set per group
+    else:
+        params = model
+        kwargs = dict(weight_decay=args.weight_decay)
+    extra = {"eps": args.opt_eps} if args.opt.lower() not in ("sgd", "momentum", "nesterov") else {}
+    return create_optimizer_v2(params, opt=args.opt, lr=scaled(args.lr, args, context),
+                               momentum=args.momentum, **kwargs, **extra)
+
+
+def create_scheduler(args, optimizer, context: Context, steps_per_epoch: int):
+    from timm.scheduler import create_scheduler_v2
+
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs, warmup_lr=scaled(args.warmup_lr, args, context),
+        min_lr=scaled(args.min_lr, args, context), step_on_epochs=not args.sched_on_updates,
+        updates_per_epoch=steps_per_epoch)
+    return scheduler
+
+
+def create_mixup(args, num_classes: int):
+    from timm.data import Mixup
+
+    if not (args.mixup > 0 or args.cutmix > 0) or args.mixup_prob == 0:
+        return None
+    return Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob,
+                 switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                 label_smoothing=args.smoothing, num_classes=num_classes)
+
+
+# ---------------------------------------------------------------- checkpoints and logs
+
+def experiment_name(args) -> str:
+    if args.experiment:
+        return args.experiment
+    return train_root(args).name if args.dataset == "folder" else args.dataset
+
+
+def checkpoint_state(args, model, optimizer, scheduler, scaler, model_ema, epoch, best) -> dict:
+    """The released format (model, optimizer, lr_scheduler, scaler, epoch) plus what resumes."""
+    import random
+
+    import numpy as np
+
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,  # epochs completed; training resumes at this epoch index
+        "args": {k: v for k, v in vars(args).items()},
+        "best": best,
+        "format": FORMAT,
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    }
+    if model_ema is not None:
+        state["model_ema"] = model_ema.module.state_dict()
+    return state
+
+
+def find_resume(args) -> Path | None:
+    if args.resume is None:
+        return None
+    if args.resume == "auto":
+        path = Path(args.output_dir) / LAST
+        return path if path.exists() else None
+    path = Path(args.resume)
+    if not path.is_file():
+        raise UsageError(f"--resume: {args.resume!r} does not exist")
+    return path
+
+
+def trim_metrics(path: Path, epochs_done: int) -> None:
+    """Drop log lines of epochs after the resumed checkpoint, so the log matches the weights."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("epoch", 0) <= epochs_done]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+class MetricsLog:
+    def __init__(self, output_dir: Path, enabled: bool):
+        self.path = output_dir / METRICS
+        self.enabled = enabled
+        self.tensorboard = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+            except ImportError:
+                pass  # TensorBoard is optional
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(key, value, record["epoch"])
+            self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+# ---------------------------------------------------------------- entry point
+
+def run(args: argparse.Namespace) -> int:
+    from onepfrac.train import checkpoint as ckpt
+
+    context = None
+    try:
+        context = setup(args.launcher, args.device, args.world_size)
+        if args.mode == "eval":
+            return evaluate_checkpoint(args, context)
+        return train(args, context)
+    except (UsageError, LaunchError, data_module.DataError, ModelError, ckpt.CheckpointError) as error:
+        if context is None or context.is_main:
+            print(f"error: {error}", file=sys.stderr)
+        return 2
+    except engine.NonFiniteLoss as error:
+        if context.is_main:
+            print(f"error: {error}; the last good checkpoint is kept in {args.output_dir}",
+                  file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        if context is None or context.is_main:
+            print("interrupted; resume with --resume auto", file=sys.stderr)
+        return 130
+    finally:
+        if context is not None:
+            teardown(context)
+
+
+def load_weights(args, model, context: Context) -> None:
+    from onepfrac.train import checkpoint as ckpt
+
+    source = args.ckpt
+    try:
+        from onepfrac import weights
+        source = weights.resolve(args.ckpt)
+    except ImportError:
+        pass
+    report = ckpt.load_pretrained(model, source, which=args.ckpt_which)
+    log(context, f"loaded {args.ckpt}: {report}")
+
+
+def train(args, context: Context) -> int:
+    from onepfrac.train import checkpoint as ckpt
+
+    output_dir = Path(args.output_dir)
+    data_module.seed_everything(args.seed + context.rank)
+    train_set, val_set, num_classes = open_datasets(args, context)
+    model = create_model(args, num_classes)
+    if args.ckpt:
+        load_weights(args, model, context)
+    if args.freeze_blocks:
+        freeze_blocks(model, args.freeze_blocks)
+    amp_dtype = amp_dtype_for(args, context.device)
+    resume = find_resume(args)
+    resumed = ckpt.load_checkpoint(resume) if resume else None
+
+    model.to(context.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model_ema = None
+    if args.model_ema:
+        from timm.utils import ModelEmaV3
+        model_ema = ModelEmaV3(model, decay=args.model_ema_decay)
+    start_epoch = resumed["epoch"] if resumed else 0
+    loader, steps_per_epoch = train_batches(args, train_set, context, start_epoch)
+    optimizer = create_optimizer(args, model, context)
+    scheduler = create_scheduler(args, optimizer, context, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    best = {"acc1": None, "epoch": None}
+    if resumed:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["lr_scheduler"])
+        if scaler is not None and resumed.get("scaler"):
+            scaler.load_state_dict(resumed["scaler"])
+        if model_ema is not None and "model_ema" in resumed:
+            model_ema.module.load_state_dict(resumed["model_ema"])
+        best = resumed.get("best", best)
+    forward_model = model
+    if args.compile:
+        forward_model = torch.compile(model)
+    if context.distributed:
+        forward_model = torch.nn.parallel.DistributedDataParallel(
+            forward_model, device_ids=[context.device] if context.device.type == "cuda" else None)
+    mixup_fn = create_mixup(args, num_classes)
+    loss_fn = engine.make_loss(mixup_fn is not None, args.smoothing)
+    val = eval_loader(args, val_set, context) if val_set is not None else None
+
+    if context.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if resumed:
+            trim_metrics(output_dir / METRICS, start_epoch)
+        elif (output_dir / METRICS).exists():
+            (output_dir / METRICS).unlink()
+    metrics = MetricsLog(output_dir, context.is_main)
+    log(context, f"{args.mode}: {args.model} on {len(train_set)} images, {num_classes} classes, "
+                 f"{context.world_size} process(es) on {context.device} ({context.launcher}), "
+                 f"batch {args.batch_size} x {context.world_size}, {steps_per_epoch} steps/epoch, "
+                 f"lr {scaled(args.lr, args, context):.3g}"
+                 + (f", resuming after epoch {start_epoch}" if resumed else ""))
+    if start_epoch == 0 and not args.sched_on_updates:
+        scheduler.step(0)  # the epoch-0 lr is the warm-up start, as in timm's train loop
+    batches = iter(loader)
+    name = f"{args.model}_{experiment_name(args)}"
+    last_epoch_stats = {}
+    for epoch in range(start_epoch, args.epochs):
+        # Main-process randomness (Mixup, drop path) restarts from (seed, epoch, rank), so a
+        # run resumed at any epoch boundary continues exactly as an uninterrupted one.
+        data_module.seed_everything(data_module.sample_seed(args.seed, epoch, 10**9 + context.rank))
+        lr = optimizer.param_groups[0]["lr"]
+        stats = engine.train_one_epoch(
+            forward_model, batches, steps_per_epoch, optimizer, loss_fn, context=context,
+            epoch=epoch + 1, mixup_fn=mixup_fn, mixup_chunk=args.mixup_chunk, scaler=scaler,
+            amp_dtype=amp_dtype, clip_grad=args.clip_grad, model_ema=model_ema,
+            lr_scheduler=scheduler if args.sched_on_updates else None,
+            updates_done=epoch * steps_per_epoch, channels_last=args.channels_last,
+            check_every=args.check_every, progress=args.progress)
+        if not args.sched_on_updates:
+            scheduler.step(epoch + 1)
+        record = {"epoch": epoch + 1, "train_loss": stats["train_loss"], "lr": lr,
+                  "images_per_s": stats["images_per_s"]}
+        done = epoch + 1
+        if val is not None and (done % args.eval_every == 0 or done == args.epochs):
+            result = engine.evaluate(model_ema.module if model_ema is not None else model, val,
+                                     context=context, num_classes=num_classes,
+                                     amp_dtype=amp_dtype, channels_last=args.channels_last)
+            record.update(val_acc1=result["acc1"], val_acc5=result["acc5"],
+                          val_loss=result["loss"])
+            if best["acc1"] is None or result["acc1"] > best["acc1"]:
+                best = {"acc1": result["acc1"], "epoch": done}
+        metrics.write(record)
+        last_epoch_stats = record
+        log(context, " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in record.items()))
+        if done % args.save_every == 0 or done == args.epochs:
+            if context.is_main:
+                state = checkpoint_state(args, model, optimizer, scheduler, scaler, model_ema,
+                                         done, best)
+                ckpt.save_checkpoint(output_dir / LAST, state)
+                ckpt.save_checkpoint(output_dir / f"{name}_{done:03d}ep.pth", state)
+            barrier(context)
+    metrics.close()
+    summary = {"mode": args.mode, "model": args.model, "epochs": args.epochs,
+               "num_classes": num_classes, "best_acc1": best["acc1"], "best_epoch": best["epoch"],
+               "last": last_epoch_stats}
+    if context.is_main:
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if best["acc1"] is not None:
+            log(context, f"best val top-1 {best['acc1']:.2f} at epoch {best['epoch']}; "
+                         f"last {last_epoch_stats.get('val_acc1', math.nan):.2f}")
+    return 0
+
+
+def evaluate_checkpoint(args, context: Context) -> int:
+    """`eval`: top-1/top-5 and per-class counts of a checkpoint on an image folder."""
+    from onepfrac.train import checkpoint as ckpt
+
+    stored = {}
+    path = Path(args.ckpt)
+    if path.is_file():
+        try:
+            stored = ckpt.load_checkpoint(path).get("args") or {}
+        except ckpt.CheckpointError:
+            stored = {}
+    for key in EVAL_FROM_CHECKPOINT:
+        if key in stored and key not in args.explicit:
+            setattr(args, key, stored[key])
+    _, val_set, num_classes = open_datasets(args, context)
+    model = create_model(args, num_classes)
+    load_weights(args, model, context)
+    model.to(context.device)
+    start = time.perf_counter()
+    result = engine.evaluate(model, eval_loader(args, val_set, context), context=context,
+                             num_classes=num_classes, amp_dtype=amp_dtype_for(args, context.device),
+                             progress=args.progress)
+    result["seconds"] = time.perf_counter() - start
+    result["classes"] = val_set.classes
+    if context.is_main:
+        output_dir = Path(args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"top-1 {result['acc1']:.2f}  top-5 {result['acc5']:.2f}  loss {result['loss']:.4f}"
+              f"  on {result['samples']} images of {num_classes} classes")
+        for name, right, total in zip(val_set.classes, result["per_class_correct"],
+                                      result["per_class_total"]):
+            print(f"  {name}: {right}/{total}")
+    return 0
