@@ -142,6 +142,8 @@ def test_an_unreadable_image_raises_value_error_naming_the_flag(tmp_path):
     (dict(instances=0), "--instances"),
     (dict(canny_low=300.0), "--canny-high"),
     (dict(elastic_grid=1), "--elastic-grid"),
+    (dict(classes=2.5), "--classes"),
+    (dict(seed=-1), "--seed"),
 ])
 def test_bad_values_raise_value_error_naming_the_flag(changes, flag):
     with pytest.raises(ValueError, match=flag):

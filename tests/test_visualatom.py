@@ -169,6 +169,8 @@ def test_images_are_square_uint8_gray(size):
     (dict(size=4), "--size"),
     (dict(classes=0), "--classes"),
     (dict(instances=0), "--instances"),
+    (dict(vertices_max=500.5), "--vertices-max"),
+    (dict(seed=-1), "--seed"),
 ])
 def test_bad_values_raise_value_error_naming_the_flag(changes, flag):
     with pytest.raises(ValueError, match=flag):

@@ -19,7 +19,8 @@ order 1, each moved by at most delta):
               ~ U(-delta, delta) x size pixels on each axis, interpolated bicubically over the
               image and clipped to the largest control value, so no pixel moves more than
               delta x size on either axis
-Delta 0 gives the unperturbed image, pixel for pixel.
+Delta 0 gives the unperturbed image, pixel for pixel. There is no search: class_params
+never raises GenerationError.
 
 The source is resized (area averaging, or bicubic when enlarging) so its short side is
 --size, then centre-cropped to a square: 512 by default, the canvas of 1p-frac; the default
@@ -89,7 +90,8 @@ def _flag(field: str) -> str:
 
 def _check(config: Config, field: str, low, high, what: str = "", open_high: bool = False) -> None:
     value = getattr(config, field)
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+    kinds = int if Config.__dataclass_fields__[field].type == "int" else (int, float)
+    ok = (not isinstance(value, bool) and isinstance(value, kinds)
           and low <= value and (value < high if open_high else value <= high))
     if not ok:
         bracket = ")" if open_high else "]"
@@ -153,7 +155,7 @@ def square(pixels: np.ndarray, size: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def source(image: str, size: int) -> np.ndarray:
-    """The square RGB source every class warps (cached: it is read once per process)."""
+    """The square RGB source every class warps, read-only; cached, so a file is read once per process."""
     pixels = square(load_image(image), size)
     pixels.setflags(write=False)
     return pixels

@@ -10,6 +10,7 @@ the process index, so its output does).
 
 Geometry is defined on the released 512 x 512 canvas; another --size scales the drawn
 coordinates by size / 512, so a 64-px test image is a low-resolution copy of the same atom.
+There is no acceptance test and no search: class_params never raises GenerationError.
 
 Config field -> CLI flag (released argument in brackets):
   seed -> --seed, classes -> --classes [numof_classes], instances -> --instances
@@ -80,7 +81,8 @@ def _flag(field: str) -> str:
 
 def _check(config: Config, field: str, low, high, what: str = "") -> None:
     value = getattr(config, field)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high):
+    kinds = int if Config.__dataclass_fields__[field].type == "int" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not (low <= value <= high):
         raise ValueError(f"{_flag(field)}: {value!r} is outside the allowed range [{low}, {high}]{what}")
 
 
