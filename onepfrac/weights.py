@@ -1,0 +1,445 @@
+"""Released checkpoints: a registry, resumable verified downloads (Google Drive included), `--ckpt` resolution.
+
+    python -m onepfrac.weights list
+    python -m onepfrac.weights download NAME_OR_URL [--cache-dir DIR]   # prints the file's path
+    python -m onepfrac.weights where NAME                                # where to put a file by hand
+
+Files go to the cache directory: --cache-dir, else $ONEPFRAC_CACHE, else ~/.cache/onepfrac.
+A download is written to `<file>.part`, resumed with an HTTP Range request after an
+interruption, checked (size, and sha256 where published) and only then renamed into place,
+so a file at the final path is always complete. Only the standard library does the HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import html
+import http.client
+import http.cookiejar
+import os
+import re
+import socket
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+CACHE_ENV = "ONEPFRAC_CACHE"
+DEFAULT_CACHE = Path("~/.cache/onepfrac")
+CHUNK = 1 << 20
+TIMEOUT = 30.0  # seconds without data before a connection counts as dropped
+MAX_PAGE = 1 << 20  # an HTML confirmation page is small; never buffer more
+USER_AGENT = "onepfrac-weights (python urllib)"
+
+
+class DownloadError(RuntimeError):
+    """A checkpoint that could not be fetched or verified; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    model: str  # timm model name the weights load into
+    dataset: str
+    delta: float | None  # 1p-frac perturbation size
+    filename: str  # name in the cache directory
+    url: str | None  # a direct file link; None when only a folder or nothing is published
+    page: str  # where the link (or the file name) is published
+    size: int | None = None  # bytes; None: not published
+    sha256: str | None = None  # None: not published
+    note: str = ""
+
+
+ONEPFRAC_README = "https://github.com/SUPER-TADORY/1p-frac"
+VISUALATOM_FOLDER = "https://drive.google.com/drive/folders/1OUSmOt01K-nDsr55-w1YweGDfsVtgz4N"
+OFDB_README = "https://github.com/ryoo-nakamura/OFDB#pre-trained-models"
+
+
+def _onepfrac(delta: str, drive_id: str, cifar100: float) -> Release:
+    return Release(
+        name=f"1p-frac-vit-tiny-delta{delta}", model="vit_tiny_patch16_224",
+        dataset="1p-frac (sigma 3.5, L 1k)", delta=float(delta),
+        filename=f"1p-frac_vit_tiny_patch16_224_sigma3.5_delta{delta}_L1k.pth",
+        url=f"https://drive.google.com/file/d/{drive_id}/view?usp=sharing", page=ONEPFRAC_README,
+        note=f"CIFAR-100 fine-tuning top-1 {cifar100} (upstream README)")
+
+
+def _folder_only(name, model, dataset, filename, page, note) -> Release:
+    return Release(name=name, model=model, dataset=dataset, delta=None, filename=filename, url=None,
+                   page=page, note=note)
+
+
+# Sizes and checksums are not published for any of these: None until someone records them.
+RELEASES: dict[str, Release] = {r.name: r for r in [
+    # upstream README of "Scaling Backwards" (seeds/000): the four ViT-Tiny weights of its table
+    _onepfrac("0.01", "1XdxaD70tVhdWqwXGmpp7S4vro_06cWhT", 19.9),
+    _onepfrac("0.05", "1zPIVGLDKic80agypEPEAnVYQ0hyLwHEw", 83.0),
+    _onepfrac("0.1", "1D9uQbvhI6DWRrataQCezcULXxRidb-0V", 84.2),
+    _onepfrac("0.2", "1MWahtdLKtTmrtV_bi65FefktXsZlzBM2", 83.4),
+    # VisualAtom (CVPR 2023) README: files of one shared Drive folder, no per-file links
+    _folder_only("visualatom-1k-vit-tiny", "deit_tiny_patch16_224", "VisualAtom-1k",
+                 "vit_tiny_with_visualatom_1k.pth.tar", VISUALATOM_FOLDER, "file in a Drive folder"),
+    _folder_only("visualatom-21k-vit-base", "deit_base_patch16_224", "VisualAtom-21k",
+                 "vit_base_with_visualatom_21k.pth.tar", VISUALATOM_FOLDER, "file in a Drive folder"),
+    _folder_only("visualatom-21k-swin-base", "swin_base_patch4_window7_224", "VisualAtom-21k",
+                 "swin_base_with_visualatom_21k.pth.tar", VISUALATOM_FOLDER, "file in a Drive folder"),
+    # OFDB (ICCV 2023) README: names the files, publishes no link ("available in this Link")
+    _folder_only("2d-ofdb-1k-vit-tiny", "deit_tiny_patch16_224", "2D-OFDB-1k",
+                 "pretrain_deit_tiny_2d-ofdb1k_patch_lr1.0e-3_epochs80000_bs256-last.pth",
+                 OFDB_README, "no public link yet"),
+    _folder_only("3d-ofdb-1k-vit-tiny", "deit_tiny_patch16_224", "3D-OFDB-1k",
+                 "pretrain_deit_tiny_3d-ofdb1k_patch_lr1.0e-3_epochs80000_bs256-last.pth",
+                 OFDB_README, "no public link yet"),
+    _folder_only("2d-ofdb-21k-vit-tiny", "deit_tiny_patch16_224", "2D-OFDB-21k",
+                 "pretrain_deit_tiny_2d-ofdb21k_patch_lr5.0e-4_epochs15238_bs1024_amp-last.pth.tar",
+                 OFDB_README, "no public link yet"),
+    _folder_only("3d-ofdb-21k-vit-tiny", "deit_tiny_patch16_224", "3D-OFDB-21k",
+                 "pretrain_deit_tiny_3d-ofdb21k_edgar_lr5.0e-4_epochs15238_bs1024_amp-last.pth.tar",
+                 OFDB_README, "no public link yet"),
+]}
+
+
+# ---------------------------------------------------------------- locations
+
+def cache_dir(directory=None) -> Path:
+    """--cache-dir, else $ONEPFRAC_CACHE, else ~/.cache/onepfrac."""
+    return Path(directory or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
+def release_path(name: str, directory=None) -> Path:
+    """Where the release `name` lives in the cache (put a hand-downloaded file here)."""
+    return cache_dir(directory) / _release(name).filename
+
+
+def url_path(url: str, directory=None) -> Path:
+    """Cache path of an arbitrary URL: its file name behind a short hash of the URL (no collisions)."""
+    drive_id = drive_file_id(url)
+    base = f"drive-{drive_id}" if drive_id else Path(urllib.parse.urlparse(url).path).name or "download"
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", base)
+    return cache_dir(directory) / "urls" / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{base}"
+
+
+def _release(name: str) -> Release:
+    if name not in RELEASES:
+        close = difflib.get_close_matches(name, RELEASES, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise DownloadError(f"{name!r} is not a known checkpoint{hint} "
+                            "(`python -m onepfrac.weights list` shows them)")
+    return RELEASES[name]
+
+
+# ---------------------------------------------------------------- public entry points
+
+def resolve(spec, cache_dir=None, progress: bool = True) -> Path:
+    """The local file for the trainer's --ckpt: an existing path, an http(s) URL (downloaded into
+    the cache) or a known release name (downloaded unless already cached)."""
+    text = str(spec)
+    if text.startswith(("http://", "https://")):
+        return fetch(text, url_path(text, cache_dir), progress=progress)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_file():
+            raise DownloadError(f"--ckpt {text}: not a file")
+        return path
+    if text in RELEASES:
+        return download(text, cache_dir, progress)
+    close = difflib.get_close_matches(text, RELEASES, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise DownloadError(f"--ckpt {text}: no such file, not an http(s) URL and not a known checkpoint name."
+                        f"{hint} `python -m onepfrac.weights list` shows the known names.")
+
+
+def download(name: str, cache_dir=None, progress: bool = True) -> Path:
+    """The cached file of release `name`, downloaded and verified first if needed."""
+    release = _release(name)
+    dest = release_path(name, cache_dir)
+    if release.url is None:
+        if dest.exists():
+            verify(dest, release.size, release.sha256)
+            return dest
+        raise DownloadError(f"{name}: no direct download link is published ({release.note}). Download "
+                            f"{release.filename} by hand from {release.page} and place it at {dest}")
+    return fetch(release.url, dest, release.size, release.sha256, progress=progress)
+
+
+def fetch(url: str, dest, size: int | None = None, sha256: str | None = None, progress: bool = True,
+          retries: int = 3, timeout: float = TIMEOUT) -> Path:
+    """Download `url` to `dest` through `dest.part`: resumable, verified, renamed only when complete.
+
+    A file already at `dest` is verified and kept. A dropped connection is resumed with a Range
+    request up to `retries` times; past that the `.part` file stays for the next call to resume.
+    A size or checksum mismatch deletes the `.part` file (resuming it would keep the corruption).
+    """
+    dest = Path(dest)
+    if dest.exists():
+        verify(dest, size, sha256)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    cookies = http.cookiejar.CookieJar()  # Drive's older confirmation sets a download_warning cookie
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
+    opener.cookies = cookies
+    for attempt in range(retries + 1):
+        try:
+            _transfer(opener, url, part, size, progress, timeout, dest)
+            break
+        except DownloadError:
+            if part.exists() and part.stat().st_size == 0:
+                part.unlink()
+            raise
+        except _Interrupted as error:
+            if attempt == retries:
+                have = part.stat().st_size if part.exists() else 0
+                raise DownloadError(f"download of {url} interrupted after {have:,} bytes ({error}); run the "
+                                    f"same command again to resume from {part}") from None
+    try:
+        verify(part, size, sha256)
+    except DownloadError:
+        part.unlink()
+        raise
+    with open(part, "rb+") as stream:
+        os.fsync(stream.fileno())
+    os.replace(part, dest)
+    return dest
+
+
+def verify(path, size: int | None, sha256: str | None) -> None:
+    """Raise DownloadError unless `path` has the published size and sha256 (each where known)."""
+    path = Path(path)
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        raise DownloadError(f"{path}: {actual:,} bytes, expected {size:,}: incomplete or another file")
+    if sha256 is not None:
+        digest = file_sha256(path)
+        if digest != sha256.lower():
+            raise DownloadError(f"{path}: sha256 {digest} does not match the published {sha256}: "
+                                "corrupt or another file")
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- HTTP and Google Drive
+
+def drive_file_id(url: str) -> str | None:
+    """The file id of a Google Drive link (/file/d/ID/..., ?id=ID), None for other URLs."""
+    parsed = urllib.parse.urlparse(url)
+    if not parsed.netloc.endswith(("drive.google.com", "docs.google.com", "drive.usercontent.google.com")):
+        return None
+    match = re.search(r"/file/d/([0-9A-Za-z_-]+)", parsed.path)
+    if match:
+        return match.group(1)
+    ids = urllib.parse.parse_qs(parsed.query).get("id")
+    return ids[0] if ids else None
+
+
+def direct_url(url: str) -> str:
+    """A Drive sharing link as its download endpoint; any other URL unchanged."""
+    drive_id = drive_file_id(url)
+    if drive_id is None or "/folders/" in url:
+        return url
+    return f"https://drive.google.com/uc?export=download&id={drive_id}"
+
+
+class _Interrupted(Exception):
+    """The connection dropped mid-body; what arrived is in the .part file."""
+
+
+def _transfer(opener, url, part: Path, size, progress, timeout, dest: Path) -> None:
+    start = part.stat().st_size if part.exists() else 0
+    if size is not None and start > size:  # longer than the file can be: not ours to resume
+        part.unlink()
+        start = 0
+    if size is not None and start == size:
+        return
+    response = _open(opener, url, start, timeout, dest)
+    if response is None:  # 416: the range starts at the end, the .part file is complete
+        return
+    with response:
+        total = _content_length(response)
+        if start and response.status == 206 and _range_start(response) == start:
+            mode = "ab"
+            total = _range_total(response) or (total + start if total is not None else None)
+        else:  # the server sent the whole file (it ignored or refused the range)
+            mode, start = "wb", 0
+        if size is not None and total is not None and total != size:
+            raise DownloadError(f"{url}: the server offers {total:,} bytes, expected {size:,}")
+        from tqdm import tqdm
+        with open(part, mode) as out, tqdm(total=total, initial=start, unit="B", unit_scale=True,
+                                           unit_divisor=1024, desc=dest.name, disable=not progress,
+                                           file=sys.stderr) as bar:
+            try:
+                while chunk := response.read(CHUNK):
+                    if mode == "wb" and out.tell() == 0 and chunk.lstrip()[:15].lower().startswith(
+                            (b"<!doctype html", b"<html")):
+                        raise DownloadError(f"{url}: the server sent a web page, not the file")
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError) as error:
+                raise _Interrupted(type(error).__name__) from error
+            finally:
+                out.flush()
+                os.fsync(out.fileno())
+    if total is not None and part.stat().st_size < total:
+        raise _Interrupted("connection closed early")
+
+
+def _open(opener, url, start, timeout, dest):
+    """The file's response, after Drive's confirmation page(s) for large files; None on 416."""
+    original = url
+    url = direct_url(url)
+    for _ in range(3):
+        headers = {"User-Agent": USER_AGENT}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        try:
+            response = opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+        except urllib.error.HTTPError as error:
+            if error.code == 416:
+                return None
+            raise DownloadError(f"{original}: HTTP {error.code} {error.reason}") from None
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as error:
+            reason = getattr(error, "reason", error)
+            host = urllib.parse.urlparse(url).netloc
+            raise DownloadError(
+                f"cannot reach {host} ({reason}): no network? Download {original} by hand (in a browser) "
+                f"and place the file at {dest}, or pass its path to --ckpt") from None
+        if response.headers.get_content_type() != "text/html":
+            return response
+        with response:
+            page = response.read(MAX_PAGE).decode("utf-8", "replace")
+        next_url = _confirmation_url(page, url, opener)
+        if next_url is None:
+            raise DownloadError(f"{original}: the server sent a web page ('{_title(page)}') instead of the "
+                                f"file (download quota exceeded, or not shared publicly?). Download it by "
+                                f"hand and place it at {dest}")
+        url = next_url
+    raise DownloadError(f"{original}: the download confirmation kept repeating")
+
+
+class _PageParser(HTMLParser):
+    """Collects forms (action, hidden inputs) and links of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.forms: list[dict] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.forms.append({"id": attrs.get("id"), "action": attrs.get("action") or "",
+                               "method": (attrs.get("method") or "get").lower(), "inputs": {}})
+        elif tag == "input" and self.forms and attrs.get("name"):
+            self.forms[-1]["inputs"][attrs["name"]] = attrs.get("value") or ""
+        elif tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+
+
+def _confirmation_url(page: str, url: str, opener) -> str | None:
+    """Where Drive's "can't scan this file for viruses" page leads, or None for another page.
+
+    Newer pages hold a GET form (id "download-form", action drive.usercontent.google.com/download)
+    with hidden id, export, confirm and uuid; older ones a link with ?confirm=TOKEN, or only a
+    download_warning cookie whose value is the token.
+    """
+    parser = _PageParser()
+    parser.feed(page)
+    for form in parser.forms:
+        if form["method"] == "get" and (form["id"] == "download-form" or {"confirm", "uuid"} & set(form["inputs"])):
+            action = urllib.parse.urljoin(url, html.unescape(form["action"]))
+            return f"{action}?{urllib.parse.urlencode(form['inputs'])}"
+    for link in parser.links:
+        if "confirm=" in link:
+            return urllib.parse.urljoin(url, html.unescape(link))
+    for cookie in opener.cookies:
+        if cookie.name.startswith("download_warning"):
+            parsed = urllib.parse.urlparse(url)
+            query = dict(urllib.parse.parse_qsl(parsed.query), confirm=cookie.value)
+            return urllib.parse.urlunparse(parsed._replace(query=urllib.parse.urlencode(query)))
+    return None
+
+
+def _title(page: str) -> str:
+    match = re.search(r"<title>(.*?)</title>", page, re.S | re.I)
+    return " ".join(html.unescape(match.group(1)).split())[:100] if match else "no title"
+
+
+def _content_length(response) -> int | None:
+    value = response.headers.get("Content-Length")
+    return int(value) if value and value.isdigit() else None
+
+
+def _range_start(response) -> int | None:
+    match = re.match(r"bytes (\d+)-\d+/", response.headers.get("Content-Range", ""))
+    return int(match.group(1)) if match else None
+
+
+def _range_total(response) -> int | None:
+    match = re.match(r"bytes \d+-\d+/(\d+)", response.headers.get("Content-Range", ""))
+    return int(match.group(1)) if match else None
+
+
+# ---------------------------------------------------------------- command line
+
+def _table(directory) -> str:
+    rows = [("name", "model", "dataset", "delta", "size", "sha256", "source")]
+    for r in RELEASES.values():
+        rows.append((r.name, r.model, r.dataset, "-" if r.delta is None else f"{r.delta:g}",
+                     "unknown" if r.size is None else f"{r.size:,}",
+                     "unknown" if r.sha256 is None else r.sha256[:16] + "...",
+                     r.url or f"{r.page} ({r.note})"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    lines.append(f"\ncache: {cache_dir(directory)}  (--cache-dir or ${CACHE_ENV} to change)")
+    lines.append("size/sha256 unknown: not published; a download is checked against the server's length only.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m onepfrac.weights",
+                                     description="Released checkpoints: list, download, locate.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="known released checkpoints")
+    fetching = commands.add_parser("download", help="download NAME (or an http(s) URL) and print its path")
+    fetching.add_argument("name", metavar="NAME")
+    fetching.add_argument("--no-progress", action="store_true", help="no progress bar")
+    where = commands.add_parser("where", help="print where NAME goes in the cache (to place it by hand)")
+    where.add_argument("name", metavar="NAME")
+    for command in (listing, fetching, where):
+        command.add_argument("--cache-dir", type=Path, default=None,
+                             help=f"cache directory (default ${CACHE_ENV}, else {DEFAULT_CACHE})")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            print(_table(args.cache_dir))
+        elif args.command == "where":
+            print(release_path(args.name, args.cache_dir))
+        else:
+            path = resolve(args.name, args.cache_dir, progress=not args.no_progress)
+            release = RELEASES.get(args.name)
+            if release is not None and release.sha256 is None:
+                print(f"{path.stat().st_size:,} bytes, sha256 {file_sha256(path)} (no published checksum "
+                      "to compare with)", file=sys.stderr)
+            print(path)
+    except DownloadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
