@@ -148,3 +148,8 @@ def test_an_unreadable_image_raises_value_error_naming_the_flag(tmp_path):
 def test_bad_values_raise_value_error_naming_the_flag(changes, flag):
     with pytest.raises(ValueError, match=flag):
         R.Config(**changes)
+
+
+def test_every_option_has_help_and_named_values_list_their_choices():
+    assert set(R.HELP) == {f for f in R.Config.__dataclass_fields__ if f != "seed"}
+    assert set(R.CHOICES) == {"representation", "transform", "border"}

@@ -180,3 +180,7 @@ def test_bad_values_raise_value_error_naming_the_flag(changes, flag):
 def test_class_index_outside_the_dataset_is_refused():
     with pytest.raises(ValueError, match="class index"):
         V.class_params(tiny(classes=3), {}, 3)
+
+
+def test_every_option_has_help():
+    assert set(V.HELP) == {f for f in V.Config.__dataclass_fields__ if f != "seed"}

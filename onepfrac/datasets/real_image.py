@@ -84,6 +84,24 @@ class Config:
         return asdict(self)
 
 
+# Choices and one line of `--help` each (onepfrac.generate turns every Config field into an option).
+CHOICES = {"representation": REPRESENTATIONS, "transform": TRANSFORMS, "border": BORDERS}
+HELP = {
+    "classes": "L, the number of perturbations = classes",
+    "instances": "images per class: the class warp, then small perturbations of it",
+    "image": f"a bundled image ({', '.join(BUNDLED)}) or the path of any image file",
+    "representation": "how the warped image is shown",
+    "transform": "the kind of warp each class is",
+    "delta": "perturbation size, in [0, 1)",
+    "size": "output side: the image's short side is resized to it, the centre square cropped",
+    "canny_low": "cv2.Canny lower hysteresis threshold",
+    "canny_high": "cv2.Canny upper hysteresis threshold",
+    "elastic_grid": "control points per side of the elastic displacement field",
+    "border": "what a warp sees outside the image: mirrored, or black",
+    "instance_delta": "instances after the first move every class coefficient by U(-d, d)",
+}
+
+
 def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 

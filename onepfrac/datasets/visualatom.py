@@ -75,6 +75,27 @@ class Config:
         return asdict(self)
 
 
+# One line each for `--help` (onepfrac.generate turns every Config field into an option).
+HELP = {
+    "classes": "number of categories",
+    "instances": "images per category (each a new centre and noise draw)",
+    "size": "image side in pixels; the 512-px drawing is scaled to it",
+    "vertices_min": "fewest contour vertices of a category",
+    "vertices_max": "most contour vertices of a category",
+    "orbits_min": "fewest contours (orbits) drawn per image",
+    "orbits_max": "most contours (orbits) drawn per image",
+    "perlin_min": "Perlin amplitude c ~ U(perlin-min, perlin-max)",
+    "perlin_max": "upper end of the Perlin amplitude",
+    "line_width": "radial offset per orbit ~ U(0, line-width), pixels",
+    "radius_min": "smallest start radius, pixels",
+    "radius_max": "largest start radius, pixels",
+    "oval_max": "oval factors ~ U(1, oval-max) on each axis",
+    "frequency_min": "smallest wave frequency n1, n2",
+    "frequency_max": "largest wave frequency n1, n2",
+    "start_pos": "centre = (512 + U{-start-pos..start-pos}) / 2 on each axis",
+}
+
+
 def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
