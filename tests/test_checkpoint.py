@@ -85,6 +85,12 @@ def test_every_format_round_trips_to_identical_outputs(tmp_path, kind, suffix):
     assert report["loaded"] == len(source.state_dict())
 
 
+def test_safetensors_are_recognised_without_their_suffix(tmp_path):
+    model = tiny_vit()
+    path = write(tmp_path / "drive-1D9uQbvh", "safetensors", model)
+    assert torch.equal(read_state_dict(path)["pos_embed"], model.pos_embed)
+
+
 def test_read_state_dict_accepts_an_already_loaded_object():
     model = tiny_vit()
     for obj in ({"model": model.state_dict()}, model.state_dict(), model):

@@ -133,7 +133,7 @@ def _read(source, which: str, trust_pickle: bool) -> tuple[dict, str, list[str]]
     name = str(source) if isinstance(source, (str, os.PathLike)) else f"the given {type(source).__name__}"
     if isinstance(source, (str, os.PathLike)):
         obj = _load_weights_file(Path(source), trust_pickle)
-        if Path(source).suffix == ".safetensors":
+        if _is_safetensors(Path(source)):
             return _strip_wrappers(obj, name), "safetensors", []
     elif isinstance(source, nn.Module):
         obj = source.state_dict()
@@ -166,7 +166,7 @@ def _load_weights_file(path: Path, trust_pickle: bool):
         raise CheckpointError(f"{path}: no such file")
     if not path.is_file():
         raise CheckpointError(f"{path}: not a file")
-    if path.suffix == ".safetensors":
+    if _is_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
         try:
@@ -191,11 +191,24 @@ def _load_weights_file(path: Path, trust_pickle: bool):
                               "download it again") from error
 
 
+def _is_safetensors(path: Path) -> bool:
+    """By suffix, or by content for files without one (downloads cached under a URL's name):
+    safetensors starts with an 8-byte header length and a JSON header, torch files with a zip's PK."""
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as stream:
+        head = stream.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
+
+
 def _data_globals() -> list:
     """Types that checkpoints in the wild hold besides tensors and that unpickle as plain data:
     timm's and DeiT's `args` (argparse.Namespace) and numpy arrays and scalars (RNG states, metrics)."""
     import numpy
-    import numpy.core.multiarray as multiarray  # numpy 2 keeps the old path as an alias
+    try:
+        from numpy._core import multiarray  # numpy 2
+    except ImportError:
+        from numpy.core import multiarray
     allowed = [argparse.Namespace, numpy.ndarray, numpy.dtype, multiarray._reconstruct, multiarray.scalar]
     allowed += [type(numpy.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
                                                  "uint32", "uint64", "float16", "float32", "float64")]
