@@ -272,3 +272,153 @@ def test_same_seed_gives_the_same_augmented_batch():
     first, second = augment(images, generator(3)), augment(images, generator(3))
     assert torch.equal(first, second)
     assert not torch.equal(first, augment(images, generator(4)))
+
+
+# --------------------------------------------------------------------------------------------
+# RandAugment: timm's op semantics and draws
+
+import timm.data.auto_augment as timm_auto_augment  # noqa: E402
+
+from onepfrac.train.device_data import (RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, ColorJitter,  # noqa: E402
+                                        RandAugment, _apply_where, parse_rand_augment)
+
+PHOTOMETRIC = sorted(set(RAND_TRANSFORMS + RAND_INCREASING_TRANSFORMS)
+                     - {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"})
+GEOMETRIC = ["Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"]
+# Geometric ops differ from PIL only by the cubic's coefficient (torch's grid_sample -0.75):
+# measured means 0.3 to 0.5 gray levels, maxima 5 to 9 on sharp edges.
+GEOMETRIC_MEAN_TOLERANCE, GEOMETRIC_MAX_TOLERANCE = 0.6, 12
+
+
+def op_inputs():
+    """(ours, PIL's) pairs: three colour images and a gray one (1 channel here, RGB for PIL)."""
+    pairs = [(smooth_image(40, 48, 3, seed),) * 2 for seed in range(3)]
+    gray = smooth_image(40, 48, 1, 5)
+    return pairs + [(gray, np.repeat(gray, 3, 0))]
+
+
+def ours_op(name, image, magnitude, sign, fill=(128, 128, 128)):
+    augment = RandAugment("rand-m9-inc1" if name in RAND_INCREASING_TRANSFORMS else "rand-m9", fill)
+    op = torch.tensor([augment.names.index(name)])
+    x = torch.from_numpy(image)[None].float()
+    out = augment.apply_ops(x, op, torch.tensor([magnitude], dtype=torch.float64),
+                            torch.tensor([float(sign)], dtype=torch.float64))
+    return out[0].numpy()
+
+
+def timm_op(name, image, magnitude, sign, monkeypatch, fill=(128, 128, 128)):
+    monkeypatch.setattr(timm_auto_augment, "_randomly_negate", (lambda v: -v) if sign < 0 else (lambda v: v))
+    hparams = dict(translate_const=100, img_mean=fill, interpolation=Image.BICUBIC)
+    op = timm_auto_augment.AugmentOp(name, prob=1.0, magnitude=magnitude, hparams=hparams)
+    return from_pil(op(to_pil(image))).astype(np.float64)
+
+
+@pytest.mark.parametrize("name", PHOTOMETRIC)
+def test_photometric_op_equals_timms_pil_op_pixel_for_pixel(name, monkeypatch):
+    for magnitude in (0.0, 3.3, 9.0, 10.0):
+        for sign in (1, -1):
+            for ours, pil in op_inputs():
+                expected = timm_op(name, pil, magnitude, sign, monkeypatch)[:ours.shape[0]]
+                assert np.array_equal(ours_op(name, ours, magnitude, sign), expected), (magnitude, sign)
+
+
+@pytest.mark.parametrize("name", GEOMETRIC)
+def test_geometric_op_matches_timms_pil_op_within_tolerance(name, monkeypatch):
+    for magnitude in (3.3, 9.0, 10.0):
+        for sign in (1, -1):
+            for ours, pil in op_inputs():
+                expected = timm_op(name, pil, magnitude, sign, monkeypatch)[:ours.shape[0]]
+                difference = np.abs(ours_op(name, ours, magnitude, sign) - expected)
+                assert difference.mean() < GEOMETRIC_MEAN_TOLERANCE, (magnitude, sign, difference.mean())
+                assert difference.max() <= GEOMETRIC_MAX_TOLERANCE, (magnitude, sign, difference.max())
+
+
+def test_geometric_op_fills_with_the_mean_colour(monkeypatch):
+    image = smooth_image(40, 48)
+    fill = (124, 116, 104)  # round(255 x ImageNet mean)
+    ours = ours_op("TranslateXRel", image, 10.0, 1, fill)
+    assert (ours[:, :, -10:] == np.array(fill)[:, None, None]).all()
+    expected = timm_op("TranslateXRel", image, 10.0, 1, monkeypatch, fill)
+    assert np.abs(ours - expected).mean() < GEOMETRIC_MEAN_TOLERANCE
+
+
+@pytest.mark.parametrize("name", GEOMETRIC + ["ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
+                                              "SharpnessIncreasing", "SolarizeAdd"])
+def test_op_at_magnitude_zero_is_the_identity(name):
+    for ours, _ in op_inputs():
+        assert np.array_equal(ours_op(name, ours, 0.0, 1), ours)
+
+
+def test_rand_augment_with_probability_zero_is_the_identity():
+    x = torch.from_numpy(np.stack([smooth_image(24, 24, 3, s) for s in range(8)])).float()
+    assert torch.equal(RandAugment("rand-m9-mstd0.5-inc1-p0")(x, generator()), x)
+
+
+def test_parse_reads_timms_config_string():
+    options = parse_rand_augment("rand-m9-mstd0.5-inc1")
+    assert options == dict(magnitude=9.0, num_ops=2, magnitude_std=0.5, magnitude_max=10.0, increasing=True, prob=0.5)
+    assert parse_rand_augment("rand-n3-mstd101")["magnitude_std"] == float("inf")
+    with pytest.raises(ValueError, match="only timm's RandAugment"):
+        DeviceAugment(32, auto_augment="augmix-m5")
+    with pytest.raises(ValueError, match="unknown section"):
+        parse_rand_augment("rand-m9-x3")
+
+
+def test_released_config_draws_ops_and_magnitudes_as_timm():
+    augment = RandAugment("rand-m9-mstd0.5-inc1")
+    assert augment.names == tuple(timm_auto_augment._RAND_INCREASING_TRANSFORMS)
+    op, magnitude, sign = augment.draw(50_000, generator(), "cpu")
+    assert op.shape == (2, 50_000)
+    applied = op >= 0
+    assert abs(applied.float().mean().item() - 0.5) < 0.005  # each layer with p 0.5
+    counts = torch.bincount(op[applied], minlength=15).float() / applied.sum()
+    assert (counts - 1 / 15).abs().max() < 0.005  # uniform over the 15 ops (std 0.0011)
+    assert abs((sign < 0).float().mean().item() - 0.5) < 0.005
+    # timm: magnitude = clip(random.gauss(9, 0.5), 0, 10), drawn for each applied op
+    random.seed(0)
+    timm_magnitudes = np.clip([random.gauss(9, 0.5) for _ in range(4000)], 0, 10)
+    assert ks_2samp(magnitude[applied][:4000].numpy(), timm_magnitudes).statistic < KS_LIMIT
+    assert magnitude.max() <= 10 and abs((magnitude == 10).float().mean().item() - 0.0228) < 0.003
+
+
+def test_uniform_magnitude_when_mstd_is_infinite():
+    _, magnitude, _ = RandAugment("rand-m7-mstd101").draw(20_000, generator(), "cpu")
+    assert magnitude.min() >= 0 and magnitude.max() <= 7 and abs(magnitude.mean().item() - 3.5) < 0.05
+
+
+def test_selection_on_a_subset_equals_selection_on_the_whole_batch():
+    """The CPU path (compute the chosen samples) and the accelerator path (compute all, select)."""
+    x = torch.from_numpy(np.stack([smooth_image(16, 16, 3, s) for s in range(6)])).float()
+    mask = torch.tensor([True, False, True, True, False, False])
+    factor = torch.linspace(0.2, 1.8, 6, dtype=torch.float64)
+    from onepfrac.train.device_data import contrast
+    subset = _apply_where(x, mask, contrast, factor, subset=True)
+    whole = _apply_where(x, mask, contrast, factor, subset=False)
+    assert torch.equal(subset, whole) and torch.equal(subset[~mask], x[~mask])
+
+
+def test_color_jitter_only_without_auto_augment_as_timm():
+    assert DeviceAugment(32, auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4).color_jitter is None
+    assert isinstance(DeviceAugment(32, auto_augment=None, color_jitter=0.4).color_jitter, ColorJitter)
+    x = torch.from_numpy(np.stack([smooth_image(16, 16, 3, s) for s in range(4)])).float()
+    assert torch.equal(ColorJitter((0.0, 0.0, 0.0))(x, generator()), x)
+    jittered = ColorJitter(0.4)(x, generator())
+    assert not torch.equal(jittered, x) and jittered.min() >= 0 and jittered.max() <= 255
+
+
+def test_released_pretraining_recipe_on_gray_images():
+    images = torch.from_numpy(np.stack([smooth_image(64, 64, 1, s) for s in range(16)]))
+    augment = DeviceAugment(32, hflip=0.5, vflip=0.5, re_prob=0.5, mean=(0.5,) * 3, std=(0.5,) * 3)
+    out = augment(images, generator())
+    assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32
+    unerased = (out[:, 0] == out[:, 1]).all(-1).all(-1)
+    assert unerased.any() and out[unerased].min() >= -1 and out[unerased].max() <= 1
+    assert torch.equal(out, augment(images, generator()))
+
+
+def test_finetuning_recipe_makes_gray_images_colour_when_the_fill_is_coloured():
+    images = torch.from_numpy(np.stack([smooth_image(32, 32, 1, s) for s in range(32)]))
+    augment = DeviceAugment(64, auto_augment="rand-m9-mstd0.5-inc1-p1", re_prob=0.0)
+    out = augment(images, generator())
+    assert out.shape == (32, 3, 64, 64)
+    assert not torch.equal(out[:, 0], out[:, 1])  # a geometric op's fill differs per channel
