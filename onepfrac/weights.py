@@ -13,6 +13,7 @@ so a file at the final path is always complete. Only the standard library does t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import hashlib
 import html
@@ -180,6 +181,32 @@ def fetch(url: str, dest, size: int | None = None, sha256: str | None = None, pr
         verify(dest, size, sha256)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # every rank of a distributed run resolves --ckpt: one downloads, the others wait and reuse it
+    with _exclusive(dest.with_name(f".{dest.name}.lock")):
+        if dest.exists():
+            verify(dest, size, sha256)
+            return dest
+        return _fetch_unlocked(url, dest, size, sha256, progress, retries, timeout)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An advisory lock between processes (and threads) on a lock file, left in place afterwards
+    (deleting it would let a waiting process lock a file that no longer has a name)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no locking, downloads in parallel processes may collide
+        yield
+        return
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _fetch_unlocked(url, dest: Path, size, sha256, progress, retries, timeout) -> Path:
     part = dest.with_name(dest.name + ".part")
     cookies = http.cookiejar.CookieJar()  # Drive's older confirmation sets a download_warning cookie
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))

@@ -131,7 +131,8 @@ def drive():
 
 
 def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.rglob("*") if p.is_file())
+    """Files left in `directory`, lock files (empty, kept on purpose) aside."""
+    return sorted(p.name for p in directory.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
 
 
 # ---------------------------------------------------------------- Google Drive confirmation
@@ -206,6 +207,25 @@ def test_a_part_file_of_unknown_size_that_is_complete_is_finished_by_the_416_rep
     (tmp_path / "w.pth.part").write_bytes(PAYLOAD)
     dest = fetch(drive.url("/file.bin"), tmp_path / "w.pth", progress=False)
     assert dest.read_bytes() == PAYLOAD and drive.log == [("/file.bin", f"bytes={len(PAYLOAD)}-")]
+
+
+def test_concurrent_downloads_of_one_file_fetch_it_once(drive, tmp_path):
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(fetch(drive.url("/file.bin"), tmp_path / "w.pth", len(PAYLOAD), SHA, progress=False))
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and len(results) == 4
+    assert (tmp_path / "w.pth").read_bytes() == PAYLOAD
+    assert len(drive.file_requests) == 1
 
 
 # ---------------------------------------------------------------- verification

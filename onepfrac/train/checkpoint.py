@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import pickle
 import re
 import tempfile
@@ -203,13 +204,15 @@ def _is_safetensors(path: Path) -> bool:
 
 def _data_globals() -> list:
     """Types that checkpoints in the wild hold besides tensors and that unpickle as plain data:
-    timm's and DeiT's `args` (argparse.Namespace) and numpy arrays and scalars (RNG states, metrics)."""
+    timm's and DeiT's `args` (argparse.Namespace, paths in it) and numpy arrays and scalars (RNG states,
+    metrics). Rebuilding any of them runs no code of the file's choosing."""
     import numpy
     try:
         from numpy._core import multiarray  # numpy 2
     except ImportError:
         from numpy.core import multiarray
-    allowed = [argparse.Namespace, numpy.ndarray, numpy.dtype, multiarray._reconstruct, multiarray.scalar]
+    allowed = [argparse.Namespace, numpy.ndarray, numpy.dtype, multiarray._reconstruct, multiarray.scalar,
+               pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath, pathlib.PureWindowsPath]
     allowed += [type(numpy.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
                                                  "uint32", "uint64", "float16", "float32", "float64")]
     return allowed
