@@ -91,6 +91,18 @@ def test_safetensors_are_recognised_without_their_suffix(tmp_path):
     assert torch.equal(read_state_dict(path)["pos_embed"], model.pos_embed)
 
 
+def test_vissl_trunk_prefixes_are_stripped_and_unmappable_heads_noted():
+    source = tiny_vit(seed=1)
+    trunk = {f"_feature_blocks.{k}": v for k, v in source.state_dict().items() if not k.startswith("head.")}
+    heads = {"0.clf.0.weight": torch.zeros(5, 32), "0.clf.0.bias": torch.zeros(5)}
+    obj = {"classy_state_dict": {"base_model": {"model": {"trunk": trunk, "heads": heads}}}}
+    target = tiny_vit(seed=2)
+    report = load_pretrained(target, obj)
+    assert report["format"] == "ClassyVision .torch (trunk, names kept)"
+    assert any("heads not loaded" in note for note in report["notes"])
+    assert torch.equal(target.pos_embed, source.pos_embed)
+
+
 def test_read_state_dict_accepts_an_already_loaded_object():
     model = tiny_vit()
     for obj in ({"model": model.state_dict()}, model.state_dict(), model):

@@ -310,11 +310,12 @@ def _classy_vit_to_timm(trunk: Mapping) -> dict:
 def _classy_head(heads: Mapping, notes: list[str]) -> dict:
     """A single plain linear head maps onto timm's `head`; anything else is left out, with a note."""
     found = []
-    for block, block_heads in heads.items():
-        if _is_state_dict(block_heads):  # VISSL stores one flat dict of head weights
-            found.append((str(block), block_heads))
-        elif isinstance(block_heads, Mapping):
-            found.extend((f"{block}/{head_id}", sd) for head_id, sd in block_heads.items())
+    if _is_state_dict(heads):  # VISSL: one flat dict of all head weights
+        found.append(("heads", heads))
+    else:  # ClassyVision: {block name: {head id: state dict}}
+        for block, block_heads in heads.items():
+            if isinstance(block_heads, Mapping):
+                found.extend((f"{block}/{head_id}", sd) for head_id, sd in block_heads.items())
     plain = [(where, sd) for where, sd in found
              if isinstance(sd, Mapping) and set(sd) == {"layers.head.weight", "layers.head.bias"}]
     if len(found) == 1 and len(plain) == 1:
