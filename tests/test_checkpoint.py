@@ -315,6 +315,12 @@ def test_a_failure_mid_write_leaves_the_previous_checkpoint_intact(tmp_path, mon
     assert os.listdir(tmp_path) == ["checkpoint.pth"]
 
 
+def test_our_training_checkpoints_read_safely_without_unpickling_code(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    save_checkpoint(path, training_state(tiny_vit()))
+    assert checkpoint.read_checkpoint_safely(path)["args"] == {"lr": 1e-3}
+
+
 def test_loading_a_missing_or_truncated_training_checkpoint_says_so(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_checkpoint(tmp_path / "nope.pth")

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_state_dict", "load_pretrained"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_safely", "read_state_dict",
+           "load_pretrained"]
 
 # Prefixes wrappers add to every key: DataParallel/DDP (`module.`) and torch.compile (`_orig_mod.`).
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -109,6 +110,13 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a training checkpoint (a dict), found {type(state).__name__}")
     return state
+
+
+def read_checkpoint_safely(path) -> dict:
+    """The top-level dict of any checkpoint (e.g. to read its `args`), unpickled as data only:
+    safe on downloaded files, unlike `load_checkpoint`. Raises CheckpointError as read_state_dict."""
+    obj = _load_weights_file(Path(path), trust_pickle=False)
+    return dict(obj) if isinstance(obj, Mapping) else {}
 
 
 # ---------------------------------------------------------------- pre-trained weights: reading
