@@ -165,14 +165,19 @@ def resample_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, ou
     length = length.to(torch.float64)[:, None]
     scale = length / out_size
     filterscale = scale.clamp(min=1.0)
-    support = support * filterscale
+    reach = support * filterscale
     center = start + (torch.arange(out_size, device=start.device, dtype=torch.float64) + 0.5) * scale
-    first = torch.maximum(torch.floor(center - support + 0.5), start)[..., None]
-    stop = torch.minimum(torch.floor(center + support + 0.5), start + length)[..., None]
-    x = torch.arange(in_size, device=start.device, dtype=torch.float64)
-    weights = kernel((x - center[..., None] + 0.5) / filterscale[..., None])
-    weights = weights * ((x >= first) & (x < stop))
-    return (weights / weights.sum(-1, keepdim=True)).to(torch.float32)
+    first = torch.maximum(torch.floor(center - reach + 0.5), start)
+    stop = torch.minimum(torch.floor(center + reach + 0.5), start + length)
+    # the taps of each output form a band; its widest possible size is set by the whole axis
+    taps = 2 * math.ceil(support * max(in_size / out_size, 1.0)) + 1
+    position = first[..., None] + torch.arange(taps, device=start.device, dtype=torch.float64)
+    weights = kernel((position - center[..., None] + 0.5) / filterscale[..., None])
+    weights = weights * (position < stop[..., None])
+    weights = weights / weights.sum(-1, keepdim=True)
+    dense = torch.zeros((*center.shape, in_size + taps), dtype=torch.float32, device=start.device)
+    dense.scatter_(-1, position.long(), weights.to(torch.float32))  # taps past the axis land in the margin
+    return dense[..., :in_size]
 
 
 def _round_uint8(x: torch.Tensor) -> torch.Tensor:

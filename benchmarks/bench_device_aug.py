@@ -1,0 +1,85 @@
+"""Augmented images per second: DeviceAugment on a batch against timm's DataLoader transform.
+
+Two settings: the CPU protocol (32 px from 64-px sources) and the released one (224 px from
+512-px gray sources), batch 64 each, with the released recipe's augmentation (mean = std = 0.5,
+RandAugment rand-m9-mstd0.5-inc1, vflip 0.5, random erasing). timm's figure is one process on
+one thread (a DataLoader worker's share); multiply by the worker count for a loader's rate.
+
+    python benchmarks/bench_device_aug.py [--device cuda] [--threads 1] [--batches 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import create_transform
+
+from onepfrac.train.device_data import DeviceAugment
+
+RECIPE = dict(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bicubic", hflip=0.5, vflip=0.5,
+              auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4, re_prob=0.5, re_mode="pixel",
+              re_count=1, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def fractal_like(count, size, seed=0) -> np.ndarray:
+    """Gray images of sparse 3 x 3 stamps of value 127, like 1p-frac renderings."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((count, size, size), dtype=np.uint8)
+    for image in images:
+        points = rng.integers(1, size - 4, (size * size // 40, 2))
+        for dy in range(3):
+            for dx in range(3):
+                image[points[:, 0] + dy, points[:, 1] + dx] = 127 * rng.integers(0, 2, len(points))
+    return images
+
+
+def device_rate(images, img_size, batch, batches, device) -> float:
+    augment = DeviceAugment(img_size, **RECIPE).to(device)
+    data = torch.from_numpy(images)[:, None].to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    index = torch.randint(0, len(data), (batches + 1, batch), generator=generator, device=device)
+    augment(data[index[0]], generator)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for step in range(1, batches + 1):
+        augment(data[index[step]], generator)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batches * batch / (time.perf_counter() - start)
+
+
+def timm_rate(images, img_size, count) -> float:
+    transform = create_transform(img_size, is_training=True, **RECIPE)
+    pils = [Image.fromarray(image).convert("RGB") for image in images]  # ImageFolder's loader
+    transform(pils[0])
+    start = time.perf_counter()
+    for i in range(count):
+        transform(pils[i % len(pils)])
+    return count / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"device {device}, torch threads {args.threads}, batch {args.batch}")
+    for name, source, img_size in [("CPU protocol", 64, 32), ("released", 512, 224)]:
+        images = fractal_like(256 if source == 64 else 64, source)
+        ours = device_rate(images, img_size, args.batch, args.batches, device)
+        theirs = timm_rate(images, img_size, args.batch * (args.batches if source == 64 else 2))
+        print(f"{name:13s} {source:3d} px gray -> {img_size:3d}: DeviceAugment {ours:9.0f} img/s   "
+              f"timm transform (1 thread) {theirs:7.0f} img/s   ratio {ours / theirs:5.1f}")
+
+
+if __name__ == "__main__":
+    main()
