@@ -141,3 +141,59 @@ def tiny_dataset(tmp_path_factory) -> Path:
     assert generate.main(tiny_args(base, 12, 0)) == 0
     return dataset_dir(base, samples=12)
 
+
+
+# ---------------------------------------------------------------- trainer
+
+# A ViT small enough that a training step takes milliseconds on one CPU core.
+TINY_MODEL = ["--model", "vit_tiny_patch16_224", "--img-size", "16", "--model-kwargs",
+              "patch_size=4", "embed_dim=16", "depth=2", "num_heads=2", "--workers", "0",
+              "--amp", "none", "--no-progress", "--device", "cpu"]
+# No RandAugment, Mixup or erasing: the cheapest recipe that still trains.
+LIGHT_RECIPE = ["--aa", "none", "--mixup", "0", "--cutmix", "0", "--reprob", "0", "--warmup-epochs", "1"]
+TRAIN_TIMEOUT = 300
+
+
+def train_env() -> dict:
+    """Environment for trainer subprocesses: one thread each, the venv's launchers on PATH."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run_train(args, cwd=None, timeout=TRAIN_TIMEOUT, env=None, launcher=()) -> subprocess.CompletedProcess:
+    """`python -m onepfrac.train ARGS`, optionally under a launcher command, output captured."""
+    command = [*launcher, sys.executable, "-m", "onepfrac.train", *map(str, args)]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env or train_env())
+
+
+def read_metrics(output_dir) -> list[dict]:
+    path = Path(output_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def train_fractal(tmp_path_factory) -> Path:
+    """An 8-class tiny 1p-frac for pre-training tests."""
+    base = tmp_path_factory.mktemp("train_fractal")
+    assert generate.main(tiny_args(base, 8, 0)) == 0
+    return dataset_dir(base, samples=8)
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory) -> Path:
+    """scikit-learn's digits as train/ (100 images) and val/ ImageFolders at 16 px."""
+    from onepfrac.train.digits import write_digits
+
+    return write_digits(tmp_path_factory.mktemp("digits") / "digits", train=100, size=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def pretrained_checkpoint(tmp_path_factory, train_fractal) -> Path:
+    """A tiny ViT pre-trained for 2 epochs on train_fractal (rank-0 checkpoint_last.pth)."""
+    out = tmp_path_factory.mktemp("pretrained")
+    result = run_train(["pretrain", "--data-dir", train_fractal, *TINY_MODEL, *LIGHT_RECIPE,
+                        "--batch-size", "4", "--epochs", "2", "--output-dir", out])
+    assert result.returncode == 0, result.stderr
+    return out / "checkpoint_last.pth"

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="weights to start from (finetune) or to evaluate: path, URL or known name")
     model.add_argument("--ckpt-which", default="auto",
                        help="auto, model, state_dict, state_dict_ema")
+    model.add_argument("--ckpt-trust-pickle", action=argparse.BooleanOptionalAction, default=False,
+                       help="allow arbitrary pickled objects in --ckpt (only for files you trust)")
     model.add_argument("--freeze-blocks", type=int, default=0,
                        help="freeze the patch embedding and the first k blocks")
     model.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
@@ -111,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="step the schedule every update (the released code steps per epoch)")
 
     augment = parser.add_argument_group("augmentation and loss")
-    augment.add_argument("--aa", default="rand-m9-mstd0.5-inc1", help="RandAugment policy or ''")
+    augment.add_argument("--aa", default="rand-m9-mstd0.5-inc1",
+                         help="timm auto-augment policy, or none")
     augment.add_argument("--color-jitter", type=float, default=0.4)
     augment.add_argument("--reprob", type=float, default=None)
     augment.add_argument("--remode", default="pixel")
@@ -147,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-every", type=int, default=None, help="epochs between checkpoints")
     run.add_argument("--eval-every", type=int, default=1)
     run.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for the last one")
+    run.add_argument("--stop-after", type=int, default=None,
+                     help="end this process after this many epochs (checkpointed), keeping the "
+                          "schedule of --epochs; continue with --resume auto (for job time limits)")
     run.add_argument("--check-every", type=int, default=50, help="steps between NaN checks")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return parser
@@ -230,7 +236,7 @@ def validate(args: argparse.Namespace) -> None:
     _need(args.launcher in ("auto", "none", "torchrun", "mpi", "slurm"), "launcher",
           args.launcher, "expected auto, none, torchrun, mpi or slurm")
     _need(args.ckpt_which in ("auto", "model", "state_dict", "state_dict_ema", "ema"),
-          "ckpt-which", args.ckpt_which, "expected auto, model, state_dict or state_dict_ema")
+          "ckpt-which", args.ckpt_which, "expected auto, model, state_dict, state_dict_ema or ema")
     _need(args.lr is not None and args.lr > 0, "lr", args.lr, "expected a number > 0")
     _need(args.weight_decay >= 0, "weight-decay", args.weight_decay, "expected a number >= 0")
     _need(args.warmup_epochs >= 0, "warmup-epochs", args.warmup_epochs, "expected an integer >= 0")
@@ -248,12 +254,26 @@ def validate(args: argparse.Namespace) -> None:
           "expected an integer >= 1")
     _need(args.workers is None or args.workers >= 0, "workers", args.workers,
           "expected an integer >= 0")
+    _need(args.stop_after is None or args.stop_after >= 1, "stop-after", args.stop_after,
+          "expected an integer >= 1")
     _need(args.world_size is None or args.world_size >= 1, "world-size", args.world_size,
           "expected an integer >= 1")
     _need(args.interpolation in ("bilinear", "bicubic", "nearest", "random"), "interpolation",
           args.interpolation, "expected bilinear, bicubic, nearest or random")
     _need(args.remode in ("pixel", "rand", "const"), "remode", args.remode,
           "expected pixel, rand or const")
+    if args.aa in ("", "none", "None", None):
+        args.aa = None
+    else:
+        from timm.data import auto_augment
+        build = (auto_augment.rand_augment_transform if args.aa.startswith("rand") else
+                 auto_augment.augment_and_mix_transform if args.aa.startswith("augmix") else
+                 auto_augment.auto_augment_transform)
+        try:
+            build(args.aa, {"translate_const": 100, "img_mean": (128, 128, 128)})
+        except Exception:  # timm raises assorted errors for a malformed policy string
+            _need(False, "aa", args.aa, "expected a timm policy such as rand-m9-mstd0.5-inc1, "
+                  "augmix-m5-w3, original, v0, 3a, or none")
     if (args.mixup > 0 or args.cutmix > 0) and args.mixup_prob > 0 and args.mode != "eval":
         chunk = args.mixup_chunk or args.batch_size
         _need(chunk % 2 == 0 and args.batch_size % chunk == 0,

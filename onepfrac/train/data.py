@@ -185,8 +185,18 @@ class SeededSamples(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, index = key
         image, label = self.dataset[index]
+        in_main_process = torch.utils.data.get_worker_info() is None
+        if in_main_process:
+            # Without workers the sample's seeds must not leak into the training step's
+            # randomness (drop path, Mixup), or the result would depend on the worker count.
+            saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
         seed_everything(sample_seed(self.seed, epoch, index))
-        return self.transform(image), label
+        sample = self.transform(image), label
+        if in_main_process:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+        return sample
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):

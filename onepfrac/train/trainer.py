@@ -290,6 +290,7 @@ class MetricsLog:
 # ---------------------------------------------------------------- entry point
 
 def run(args: argparse.Namespace) -> int:
+    from onepfrac import weights
     from onepfrac.train import checkpoint as ckpt
 
     context = None
@@ -298,7 +299,8 @@ def run(args: argparse.Namespace) -> int:
         if args.mode == "eval":
             return evaluate_checkpoint(args, context)
         return train(args, context)
-    except (UsageError, LaunchError, data_module.DataError, ModelError, ckpt.CheckpointError) as error:
+    except (UsageError, LaunchError, data_module.DataError, ModelError, ckpt.CheckpointError,
+            weights.DownloadError) as error:
         if context is None or context.is_main:
             print(f"error: {error}", file=sys.stderr)
         return 2
@@ -319,13 +321,11 @@ def run(args: argparse.Namespace) -> int:
 def load_weights(args, model, context: Context) -> None:
     from onepfrac.train import checkpoint as ckpt
 
-    source = args.ckpt
-    try:
-        from onepfrac import weights
-        source = weights.resolve(args.ckpt)
-    except ImportError:
-        pass
-    report = ckpt.load_pretrained(model, source, which=args.ckpt_which)
+    from onepfrac import weights
+
+    source = weights.resolve(args.ckpt, progress=args.progress and context.is_main)
+    report = ckpt.load_pretrained(model, source, which=args.ckpt_which,
+                                  trust_pickle=args.ckpt_trust_pickle)
     log(context, f"loaded {args.ckpt}: {report}")
 
 
@@ -422,23 +422,46 @@ def train(args, context: Context) -> int:
         last_epoch_stats = record
         log(context, " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                               for k, v in record.items()))
-        if done % args.save_every == 0 or done == args.epochs:
+        stopping = args.stop_after is not None and done - start_epoch >= args.stop_after
+        if done % args.save_every == 0 or done == args.epochs or stopping:
             if context.is_main:
                 state = checkpoint_state(args, model, optimizer, scheduler, scaler, model_ema,
                                          done, best)
                 ckpt.save_checkpoint(output_dir / LAST, state)
                 ckpt.save_checkpoint(output_dir / f"{name}_{done:03d}ep.pth", state)
             barrier(context)
+        if stopping and done < args.epochs:
+            log(context, f"stopping after epoch {done} (--stop-after {args.stop_after}); "
+                         "continue with --resume auto")
+            break
     metrics.close()
     summary = {"mode": args.mode, "model": args.model, "epochs": args.epochs,
                "num_classes": num_classes, "best_acc1": best["acc1"], "best_epoch": best["epoch"],
-               "last": last_epoch_stats}
+               "last": last_epoch_stats, "world_size": context.world_size,
+               "replicas_identical": replicas_identical(model, context)}
+    if not summary["replicas_identical"]:
+        log(context, "warning: the model's copies differ between processes after training")
     if context.is_main:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if best["acc1"] is not None:
             log(context, f"best val top-1 {best['acc1']:.2f} at epoch {best['epoch']}; "
                          f"last {last_epoch_stats.get('val_acc1', math.nan):.2f}")
     return 0
+
+
+def replicas_identical(model, context: Context) -> bool:
+    """Whether every process ends with bit-identical parameters (DDP keeps them so; a
+    difference means a rank diverged, e.g. through a non-deterministic collective)."""
+    if not context.distributed:
+        return True
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+    digest = torch.stack([flat.sum(), (flat * flat).sum(),
+                          (flat * torch.arange(len(flat), device=flat.device, dtype=flat.dtype)).sum()])
+    gathered = [torch.empty_like(digest) for _ in range(context.world_size)]
+    dist.all_gather(gathered, digest)
+    return all(torch.equal(gathered[0], other) for other in gathered[1:])
 
 
 def evaluate_checkpoint(args, context: Context) -> int:
@@ -448,8 +471,8 @@ def evaluate_checkpoint(args, context: Context) -> int:
     stored = {}
     path = Path(args.ckpt)
     if path.is_file():
-        try:
-            stored = ckpt.load_checkpoint(path).get("args") or {}
+        try:  # never unpickles code: a downloaded file is not trusted
+            stored = ckpt.read_checkpoint_safely(path).get("args") or {}
         except ckpt.CheckpointError:
             stored = {}
     for key in EVAL_FROM_CHECKPOINT:
