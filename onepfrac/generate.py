@@ -1,8 +1,11 @@
-"""Write a 1p-frac dataset as image folders: `python -m onepfrac.generate --help`.
+"""Write a formula-driven dataset as image folders: `python -m onepfrac.generate --help`.
 
-Layout: BASE_SAVEDIR/sigma{S}_perturb{D}_sample{L}_seed{SEED}/{00000..}/{00000..}.png
-plus manifest.json (every content argument, the base system, each class's
-coefficients and PNG checksum). While generating, manifest.partial.jsonl records
+--dataset chooses the generator: 1p-frac (default), fractaldb, ofdb, 3d-ofdb, visualatom,
+real-image; `--dataset NAME --help` lists that dataset's options.
+1p-frac: BASE_SAVEDIR/sigma{S}_perturb{D}_sample{L}_seed{SEED}/{00000..}/{00000..}.png,
+the others: BASE_SAVEDIR/{name}_classes{C}_..._seed{SEED}/{class}/{instance}.png,
+plus manifest.json (every content argument, what the dataset shares across classes,
+each class's parameters and PNG checksums). While generating, manifest.partial.jsonl records
 finished classes so that a killed run resumes where it stopped; PNGs are written to
 a temporary name and renamed, so no partial PNG is ever visible.
 """
@@ -17,13 +20,14 @@ import multiprocessing
 import os
 import signal
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
-from onepfrac import __version__, ifs, png, render
+from onepfrac import __version__, datasets, ifs, png, render
 from onepfrac.datasets import onepfrac as onepfrac_dataset
 
 MANIFEST = "manifest.json"
@@ -41,10 +45,37 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+PROG = "python -m onepfrac.generate"
+# What a user who reaches for another dataset's count option most likely meant.
+COUNT_HINTS = {("1p-frac", "--classes"): "1p-frac counts its classes with --samples",
+               ("1p-frac", "--instances"): "1p-frac has one image per class",
+               ("ofdb", "--instances"): "2D-OFDB has one image per category",
+               ("*", "--samples"): "--samples is 1p-frac's; this dataset counts classes with --classes"}
+
+
+def _new_parser(dataset: str) -> argparse.ArgumentParser:
+    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=list(datasets.DATASETS), default=dataset,
+                   help="which generator; `--dataset NAME --help` shows its options (default %(default)s)")
+    return p
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--png-bits", type=int, choices=png.BITS, default=8, help="8-bit grayscale or 1-bit palette PNGs, same pixels (default %(default)s)")
+    p.add_argument("--png-compression", type=int, default=1, help="zlib level 0..9 (default %(default)s)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=0, help="processes; 0 = all cores (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser(dataset: str = datasets.DEFAULT, module=None) -> argparse.ArgumentParser:
+    """The options of one dataset: 1p-frac's as written below, the others' from their Config fields."""
+    if dataset != datasets.DEFAULT:
+        return _dataset_parser(dataset, module or datasets.load(dataset))
     d = onepfrac_dataset.Config()
-    p = OneLineParser(prog="python -m onepfrac.generate", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _new_parser(dataset)
     p.add_argument("--base-savedir", default="./data", help="folder that receives the dataset folder (default %(default)s)")
     p.add_argument("--sigma", type=float, default=d.sigma, help="sigma-factor of the base system, in (0, 3 x n-maps] (default %(default)s)")
     p.add_argument("--delta", type=float, default=d.delta, help="perturbation size, in [0, 1) (default %(default)s)")
@@ -64,24 +95,70 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop the first points (start point and transient) before framing and drawing; "
                         "the released renderer keeps them (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the base system, perturbations and patch masks (default %(default)s)")
-    p.add_argument("--png-bits", type=int, choices=png.BITS, default=8, help="8-bit grayscale or 1-bit palette PNGs, same pixels (default %(default)s)")
-    p.add_argument("--png-compression", type=int, default=1, help="zlib level 0..9 (default %(default)s)")
+    _add_output_options(p)
     p.add_argument("--probes", type=int, default=d.probes, help="perturbations drawn to judge a base system (default %(default)s)")
     p.add_argument("--probe-pass-rate", type=float, default=d.probe_pass_rate,
                    help="fraction of the probes that must pass the fill test for a base to be used, in (0, 1] (default %(default)s)")
     p.add_argument("--max-base-tries", type=int, default=d.max_base_tries, help="base systems to try before giving up (default %(default)s)")
     p.add_argument("--max-class-tries", type=int, default=d.max_class_tries, help="perturbations to try per class before giving up (default %(default)s)")
-    p.add_argument("--workers", type=int, default=0, help="processes; 0 = all cores (default %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_options(p)
     return p
 
 
-def _number(value: float) -> str:
-    return repr(float(value))
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _dataset_parser(dataset: str, module) -> argparse.ArgumentParser:
+    """Options from the module's Config: `--field-name`, typed by the default, CHOICES and HELP if given."""
+    p = _new_parser(dataset)
+    p.add_argument("--base-savedir", default="./data", help="folder that receives the dataset folder (default %(default)s)")
+    choices, helps = getattr(module, "CHOICES", {}), getattr(module, "HELP", {})
+    for field in fields(module.Config):
+        if field.default is MISSING or field.name.startswith("_"):
+            continue  # not settable from the command line
+        default = field.default
+        kind = _boolean if isinstance(default, bool) else type(default) if isinstance(default, (int, float, str)) else str
+        text = helps.get(field.name, "seed of everything random" if field.name == "seed" else "")
+        p.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind, default=default,
+                       choices=choices.get(field.name), help=f"{text} (default %(default)s)".strip())
+    _add_output_options(p)
+    _add_run_options(p)
+    return p
+
+
+def options_of(parser: argparse.ArgumentParser) -> list[str]:
+    return [a.option_strings[-1] for a in parser._actions if a.option_strings and a.option_strings[-1] != "--help"]
+
+
+def refuse_extra(dataset: str, parser: argparse.ArgumentParser, extra: list[str]) -> None:
+    """Options that belong to no option of this dataset: name the first, its value and what is allowed."""
+    option, _, value = extra[0].partition("=")
+    if not value and len(extra) > 1 and not extra[1].startswith("--"):
+        value = extra[1]
+    if not option.startswith("-"):
+        raise UsageError(f"unexpected argument {option!r}: every setting is an --option")
+    hint = COUNT_HINTS.get((dataset, option)) or (COUNT_HINTS.get(("*", option)) if dataset != datasets.DEFAULT else None)
+    given = f"{option} {value}" if value else option
+    hint = f" ({hint})" if hint else ""
+    raise UsageError(f"{given} does not apply to --dataset {dataset}{hint}; its options are {', '.join(options_of(parser))}")
+
+
+def selected_dataset(argv: list[str]) -> str:
+    """The --dataset value, read before the dataset's own options are known."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--dataset", default=datasets.DEFAULT)
+    known, _ = pre.parse_known_args(argv)
+    return known.dataset
 
 
 def dataset_name(config: onepfrac_dataset.Config) -> str:
-    return f"sigma{_number(config.sigma)}_perturb{_number(config.delta)}_sample{config.samples}_seed{config.seed}"
+    """1p-frac's folder name, as the released generator names it."""
+    return datasets.folder_name(datasets.load(datasets.DEFAULT), config)
 
 
 def validate(args: argparse.Namespace) -> onepfrac_dataset.Config:
@@ -119,6 +196,24 @@ def validate(args: argparse.Namespace) -> onepfrac_dataset.Config:
     return onepfrac_dataset.Config(**{k: v for k, v in vars(args).items() if k in names})
 
 
+def validate_dataset(module, args: argparse.Namespace):
+    """The chosen module's Config from the options; raise UsageError naming the first bad one."""
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed} must be 0 or more")
+    if not 0 <= args.png_compression <= 9:
+        raise UsageError(f"--png-compression {args.png_compression} is outside 0..9")
+    if args.workers < 0:
+        raise UsageError(f"--workers {args.workers} must be 0 (all cores) or more")
+    names = {f.name for f in fields(module.Config)}
+    try:
+        config = module.Config(**{k: v for k, v in vars(args).items() if k in names})
+        if hasattr(module, "check"):
+            module.check(config)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return config
+
+
 def check_destination(base_savedir: Path) -> None:
     """The folder that will receive the dataset must be a folder we can write, or creatable."""
     if base_savedir.exists() and not base_savedir.is_dir():
@@ -132,19 +227,20 @@ def check_destination(base_savedir: Path) -> None:
         raise UsageError(f"--base-savedir {base_savedir} is not writable ({ancestor} denies writing)")
 
 
-def header_for(config: onepfrac_dataset.Config, png_bits: int, png_compression: int) -> dict:
+def header_for(config, png_bits: int, png_compression: int, dataset: str = datasets.DEFAULT) -> dict:
     """Everything that decides the dataset's bytes (not --workers, which never changes them)."""
     return {
         "format": FORMAT,
-        "dataset": "1p-frac",
+        "dataset": dataset,
         "generator": {"name": "onepfrac", "version": __version__},
         "arguments": {**config.to_dict(), "png_bits": png_bits, "png_compression": png_compression},
     }
 
 
 def class_path(index: int, samples: int) -> str:
-    width = max(5, len(str(samples - 1)))
-    return f"{index:0{width}d}/{index:0{width}d}.png"
+    """1p-frac's file of class `index`: `{index}/{index}.png`, zero-padded to sort numerically."""
+    module = datasets.load(datasets.DEFAULT)
+    return datasets.file_name(module, onepfrac_dataset.Config(samples=samples), index, 0)
 
 
 def differences(on_disk: dict, header: dict) -> list[str]:
@@ -230,36 +326,43 @@ def remove_temporaries(root: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def encode_image(image: np.ndarray, bits: int, compression: int) -> bytes:
+    """PNG bytes of a gray (H, W) or RGB (H, W, 3) uint8 image."""
+    if image.ndim == 3:
+        if bits != 8:
+            raise ValueError(f"--png-bits {bits}: this dataset's images are RGB, which need 8-bit PNGs")
+        ok, buffer = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+        if not ok:
+            raise RuntimeError("OpenCV could not encode the PNG")
+        return buffer.tobytes()
+    return png.encode_png(image, bits, compression)
+
+
 # Worker state, set once per process by _init_worker (inherited on fork).
 _WORK: dict = {}
 
 
-def _init_worker(config, base, png_bits, png_compression, root, ignore_sigint=True):
+def _init_worker(dataset, config, shared, png_bits, png_compression, root, ignore_sigint=True):
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cleans up
-    fixed = None
-    if config.orbit == "fixed":
-        fixed = onepfrac_dataset.released_map_indices(base.system.probabilities, config.points)
-    _WORK.update(config=config, base=base, png_bits=png_bits, png_compression=png_compression,
-                 root=Path(root), fixed=fixed)
+    _WORK.update(module=datasets.load(dataset), config=config, shared=shared, png_bits=png_bits,
+                 png_compression=png_compression, root=Path(root))
 
 
 def _make_class(index: int) -> dict:
-    config = _WORK["config"]
-    result = onepfrac_dataset.render_class(config, _WORK["base"], index, _WORK["fixed"])
-    data = png.encode_png(result.image, _WORK["png_bits"], _WORK["png_compression"])
-    relative = class_path(index, config.samples)
-    path = _WORK["root"] / relative
-    path.parent.mkdir(exist_ok=True)
-    write_atomic(path, data)
-    return {
-        "index": index,
-        "file": relative,
-        "coefficients": result.system.to_dict()["coefficients"],
-        "attempts": result.attempts,
-        "fill": result.fill,
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    """Render class `index`, write each instance as soon as it is drawn, return its manifest record."""
+    module, config = _WORK["module"], _WORK["config"]
+    params, images = datasets.class_images(module, config, _WORK["shared"], index)
+    files, checksums = [], []
+    for instance, image in enumerate(images):
+        data = encode_image(image, _WORK["png_bits"], _WORK["png_compression"])
+        relative = datasets.file_name(module, config, index, instance)
+        path = _WORK["root"] / relative
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, data)
+        files.append(relative)
+        checksums.append(hashlib.sha256(data).hexdigest())
+    return datasets.class_record(module, index, params, files, checksums)
 
 
 def available_cores() -> int:
@@ -275,11 +378,14 @@ def _pool_context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=0, progress=True) -> Path:
+def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=0, progress=True,
+             dataset: str = datasets.DEFAULT) -> Path:
     """Generate (or finish) the dataset and return its folder. Raises UsageError or GenerationError."""
+    module = datasets.load(dataset)
     check_destination(base_savedir)
-    root = base_savedir / dataset_name(config)
-    header = header_for(config, png_bits, png_compression)
+    root = base_savedir / datasets.folder_name(module, config)
+    classes, _ = datasets.counts(module, config)
+    header = header_for(config, png_bits, png_compression, dataset)
     manifest_path = root / MANIFEST
     if manifest_path.exists():
         diff = differences(json.loads(manifest_path.read_text()), header)
@@ -298,34 +404,38 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
     try:
         if log is not None:
             log.check(header)
-        base = onepfrac_dataset.find_base(config)  # may raise; nothing is written before this succeeds
+        shared = module.prepare(config)  # may raise; nothing is written before this succeeds
+        clash = set(shared) & (set(header) | {"classes"})
+        if clash:
+            raise RuntimeError(f"{dataset}.prepare returned reserved manifest keys {sorted(clash)}")
         if log is None:
             root.mkdir(parents=True, exist_ok=True)
             log = Progress(root / PARTIAL)
-        log.start({**header, "base_system": base.to_dict()})
+        log.start({**header, **shared})
         remove_temporaries(root)
-        todo = [i for i in range(config.samples)
-                if not (i in log.records and (root / log.records[i]["file"]).exists())]
+        todo = [i for i in range(classes)
+                if not (i in log.records and all((root / f).exists() for f in datasets.record_files(log.records[i])))]
         workers = workers or available_cores()
         workers = min(workers, max(1, len(todo)))
-        bar = tqdm(total=config.samples, initial=config.samples - len(todo), unit="img",
+        bar = tqdm(total=classes, initial=classes - len(todo), unit="class",
                    desc=root.name, disable=not progress, dynamic_ncols=True)
-        context = (base, png_bits, png_compression, str(root))
-        _init_worker(config, *context, ignore_sigint=False)  # also compiles the kernels once, before any fork
+        context = (shared, png_bits, png_compression, str(root))
+        _init_worker(dataset, config, *context, ignore_sigint=False)
         try:
             if workers == 1:
                 for index in todo:
                     log.add(_make_class(index))
                     bar.update()
             else:
-                with _pool_context().Pool(workers, _init_worker, (config, *context)) as pool:
-                    for record in pool.imap_unordered(_make_class, todo, chunksize=4):
+                # fork shares the kernels compiled above; 1p-frac's classes are tiny, so hand them out in fours
+                chunksize = 4 if datasets.counts(module, config)[1] == 1 else 1
+                with _pool_context().Pool(workers, _init_worker, (dataset, config, *context)) as pool:
+                    for record in pool.imap_unordered(_make_class, todo, chunksize=chunksize):
                         log.add(record)
                         bar.update()
         finally:
             bar.close()
-        manifest = {**header, "base_system": base.to_dict(),
-                    "classes": [log.records[i] for i in range(config.samples)]}
+        manifest = {**header, **shared, "classes": [log.records[i] for i in range(classes)]}
         write_atomic(manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
         (root / PARTIAL).unlink()
     except KeyboardInterrupt:
@@ -339,20 +449,25 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    prog = "python -m onepfrac.generate"
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
-        config = validate(args)
+        dataset = selected_dataset(argv)
+        module = datasets.load(dataset)
+        parser = build_parser(dataset, module)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            refuse_extra(dataset, parser, extra)
+        config = validate(args) if dataset == datasets.DEFAULT else validate_dataset(module, args)
         root = generate(config, Path(args.base_savedir), args.png_bits, args.png_compression,
-                        args.workers, progress=not args.no_progress)
-    except UsageError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+                        args.workers, progress=not args.no_progress, dataset=dataset)
+    except (UsageError, datasets.UnknownDataset) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    except onepfrac_dataset.GenerationError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+    except datasets.GenerationError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; run the same command again to finish the dataset", file=sys.stderr)
+        print(f"{PROG}: interrupted; run the same command again to finish the dataset", file=sys.stderr)
         return 130
     print(root)
     return 0

@@ -9,6 +9,8 @@ Images are indexed image[row = y, column = x].
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
@@ -155,3 +157,119 @@ def render(coefficients: np.ndarray, map_indices: np.ndarray, size: int, pad: in
     if drawing == "point":
         return rasterize_point(pixels, size)
     raise ValueError(f"drawing {drawing!r} is not one of {DRAWINGS}")
+
+
+# ---- additions for FractalDB, 2D-OFDB and 3D-OFDB (the kernels above are unchanged) ----
+
+# Orbits beyond this magnitude are treated as diverged: it keeps (max - min) of a frame finite.
+DIVERGED = 1e100
+# The released renderers drop the 100 points before the first NaN together with the rest.
+RELEASED_NAN_MARGIN = 100
+
+
+@functools.lru_cache(maxsize=8)
+def released_uniforms(count: int) -> np.ndarray:
+    """numpy.random.RandomState(100).random_sample(count): the map-choice draws of every released IFS renderer."""
+    uniforms = np.random.RandomState(100).random_sample(count)
+    uniforms.setflags(write=False)
+    return uniforms
+
+
+def released_map_choices(probabilities: np.ndarray, steps: int) -> np.ndarray:
+    """Map indices of `steps` chaos-game steps that follow the released fixed sequence (seed 100)."""
+    return choose_maps(released_uniforms(steps), np.ascontiguousarray(probabilities, dtype=np.float64))
+
+
+@numba.njit(cache=True)
+def finite_length(points, limit):
+    """Index of the first point with a coordinate that is not finite or beyond `limit` (len if none)."""
+    for i in range(points.shape[0]):
+        for axis in range(points.shape[1]):
+            v = points[i, axis]
+            if not (abs(v) <= limit):  # also catches NaN
+                return i
+    return points.shape[0]
+
+
+def released_prefix(points: np.ndarray) -> np.ndarray:
+    """The points the released renderers keep: all of a finite orbit, else those up to 100 before it diverged."""
+    first = finite_length(points, DIVERGED)
+    if first == points.shape[0]:
+        return points
+    return points[: max(first - RELEASED_NAN_MARGIN, 0)]
+
+
+def render_released(coefficients: np.ndarray, map_indices: np.ndarray, size: int, pad: int,
+                    drawing: str = "patch", masks: np.ndarray | None = None) -> np.ndarray:
+    """A FractalDB / OFDB canvas (unflipped): like `render`, but a diverging orbit is cut as released.
+
+    A cut orbit that leaves fewer than two distinct points on an axis gives a blank canvas.
+    """
+    points = released_prefix(iterate(np.ascontiguousarray(coefficients, dtype=np.float64), map_indices))
+    ok, pixels = to_pixels(points, size, pad)
+    if not ok:
+        return np.zeros((size, size), dtype=np.uint8)
+    if drawing == "patch":
+        if masks is None or masks.shape[0] < pixels.shape[0]:
+            raise ValueError("patch drawing needs one mask per point")
+        return rasterize_patch(pixels, masks[: pixels.shape[0]], size)
+    if drawing == "point":
+        return rasterize_point(pixels, size)
+    raise ValueError(f"drawing {drawing!r} is not one of {DRAWINGS}")
+
+
+@numba.njit(cache=True)
+def iterate3d(coefficients, map_indices):
+    """3D orbit from (0, 0, 0) WITHOUT the start point: points[k] = w_{m_k}(points[k - 1]).
+
+    coefficients (N, 12): a..i the 3 x 3 matrix row by row, j, k, l the translation.
+    """
+    n = map_indices.shape[0]
+    points = np.empty((n, 3))
+    x = 0.0
+    y = 0.0
+    z = 0.0
+    for k in range(n):
+        c = coefficients[map_indices[k]]
+        x, y, z = (c[0] * x + c[1] * y + c[2] * z + c[9],
+                   c[3] * x + c[4] * y + c[5] * z + c[10],
+                   c[6] * x + c[7] * y + c[8] * z + c[11])
+        points[k, 0] = x
+        points[k, 1] = y
+        points[k, 2] = z
+    return points
+
+
+@numba.njit(cache=True)
+def project_points(points, theta, size, fov_degrees, near, far, distance):
+    """White 1-px points seen by a perspective camera circling the y axis (OpenGL conventions).
+
+    The camera sits at distance * (sin theta, 0, cos theta), looks at the origin with y up;
+    the vertical field of view is fov_degrees, points outside [near, far] or the frustum are
+    skipped. Returns a (size, size) uint8 image, row 0 at the top.
+    """
+    image = np.zeros((size, size), dtype=np.uint8)
+    eye_x = distance * np.sin(theta)
+    eye_z = distance * np.cos(theta)
+    # forward f = -eye / |eye|, right r = f x up, true up = r x f = (0, 1, 0) at zero elevation
+    f_x = -np.sin(theta)
+    f_z = -np.cos(theta)
+    r_x = -f_z
+    r_z = f_x
+    scale = 1.0 / np.tan(np.radians(fov_degrees) / 2.0)
+    for i in range(points.shape[0]):
+        dx = points[i, 0] - eye_x
+        dy = points[i, 1]
+        dz = points[i, 2] - eye_z
+        depth = dx * f_x + dz * f_z
+        if depth < near or depth > far:
+            continue
+        ndc_x = (dx * r_x + dz * r_z) * scale / depth
+        ndc_y = dy * scale / depth
+        if not (-1.0 <= ndc_x < 1.0 and -1.0 < ndc_y <= 1.0):
+            continue
+        col = int((ndc_x + 1.0) * 0.5 * size)
+        row = int((1.0 - ndc_y) * 0.5 * size)
+        if 0 <= row < size and 0 <= col < size:
+            image[row, col] = 255
+    return image

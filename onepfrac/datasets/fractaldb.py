@@ -1,0 +1,209 @@
+"""FractalDB (Kataoka et al., ACCV 2020): random IFS categories, 1,000 instances each.
+
+A category is a system of N ~ U{2..7} maps with coefficients U(-1, 1), accepted when its
+512-px point rendering fills at least 20% of the canvas (../shared/REFERENCE.md). Its
+instances come from the released weight rows (one coefficient of every map scaled), each
+rendered 10 times with fresh patch masks and saved with 4 flips: 25 x 10 x 4 = 1,000.
+Pure functions of (config, class index, instance index); files live in onepfrac.generate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from onepfrac import ifs, render
+from onepfrac.datasets.onepfrac import GenerationError, stream
+
+NAME = "fractaldb"
+
+# Independent random streams: SeedSequence(seed, spawn_key=(stream, class, ...)).
+STREAM_SEARCH, STREAM_MASKS = 10, 11
+
+N_MAPS = (2, 7)  # numpy randint(2, 8) in the released search
+WEIGHT_SETS = ("recommended", "renderer-default")
+RENDERS_PER_ROW = 10  # make_fractaldb.py's --instance 10: renderings that differ only in their masks
+FLIPS = 4  # none, top-bottom, left-right, both (after the base top-bottom flip)
+
+
+def weight_rows(steps: tuple[float, ...]) -> np.ndarray:
+    """The released weight file: per coefficient a..f, each non-unit weight; the all-ones row
+    sits where coefficient a's weight 1.0 falls (third for 5 steps), so 6 x 4 + 1 = 25 rows."""
+    rows = []
+    for column in range(6):
+        for weight in steps:
+            if weight == 1.0 and column > 0:
+                continue
+            row = np.ones(6)
+            row[column] = weight
+            rows.append(row)
+    return np.array(rows)
+
+
+WEIGHTS = {
+    "recommended": weight_rows((0.2, 0.6, 1.0, 1.4, 1.8)),  # weights_0.4.csv, used by the released script
+    "renderer-default": weight_rows((0.8, 0.9, 1.0, 1.1, 1.2)),  # weights_0.1.csv, make_fractaldb.py's default
+}
+MAX_INSTANCES = 25 * RENDERS_PER_ROW * FLIPS
+
+
+@dataclass(frozen=True)
+class Config:
+    classes: int = 1000
+    instances: int = MAX_INSTANCES
+    size: int = 362  # the released script's image size; the renderer's own default is 512
+    points: int = 200_000  # the released script's iterations; the renderer's default is 100,000
+    pad: int = 6
+    drawing: str = "patch"
+    weights: str = "recommended"
+    fill_threshold: float = 0.2  # search: at least this fraction of non-zero pixels
+    search_size: int = 512
+    search_points: int = 100_000
+    max_tries: int = 20_000
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+CHOICES = {"drawing": render.DRAWINGS, "weights": WEIGHT_SETS}
+HELP = {
+    "classes": "categories (FractalDB-1k: 1000)",
+    "instances": f"instances per category, 1..{MAX_INSTANCES}, taken in the released order (weight row, rendering, flip)",
+    "size": "image side in pixels (released script: 362)",
+    "points": "orbit length of an instance, start point included (released script: 200000)",
+    "pad": "margin of the rescaled orbit in pixels",
+    "drawing": "3 x 3 random patches (released script) or single points",
+    "weights": "recommended: 0.2..1.8 step 0.4 (weights_0.4.csv); renderer-default: 0.8..1.2 step 0.1",
+    "fill_threshold": "a category's 512-px point rendering must fill at least this fraction",
+    "search_size": "canvas of the search's fill test",
+    "search_points": "orbit length of the search's fill test",
+    "max_tries": "systems drawn per category before giving up",
+}
+
+
+def check(config: Config) -> None:
+    """Raise ValueError naming the first option outside its allowed range."""
+    check_search(config)
+    if not 1 <= config.instances <= MAX_INSTANCES:
+        raise ValueError(f"--instances {config.instances} is outside 1..{MAX_INSTANCES} (25 weight rows x 10 renderings x 4 flips)")
+    check_canvas(config)
+    if config.weights not in WEIGHT_SETS:
+        raise ValueError(f"--weights {config.weights} is not one of {', '.join(WEIGHT_SETS)}")
+
+
+def check_search(config) -> None:
+    """The options of the category search shared with 2D-OFDB."""
+    if config.classes < 1:
+        raise ValueError(f"--classes {config.classes} must be at least 1")
+    if not (np.isfinite(config.fill_threshold) and 0 <= config.fill_threshold <= 1):
+        raise ValueError(f"--fill-threshold {config.fill_threshold} is outside [0, 1]")
+    if not 16 <= config.search_size <= 16384:
+        raise ValueError(f"--search-size {config.search_size} is outside 16..16384")
+    if config.search_points < 2:
+        raise ValueError(f"--search-points {config.search_points} must be at least 2")
+    if config.max_tries < 1:
+        raise ValueError(f"--max-tries {config.max_tries} must be at least 1")
+
+
+def check_canvas(config) -> None:
+    if config.pad < 0:
+        raise ValueError(f"--pad {config.pad} must be at least 0")
+    if config.size > 16384:
+        raise ValueError(f"--size {config.size} is above the largest allowed, 16384")
+    if config.size < 2 * config.pad + 4:
+        raise ValueError(f"--size {config.size} is too small for --pad {config.pad}: it must be at least 2 x pad + 4 = {2 * config.pad + 4}")
+    if config.points < 2:
+        raise ValueError(f"--points {config.points} must be at least 2")
+    if config.drawing not in render.DRAWINGS:
+        raise ValueError(f"--drawing {config.drawing} is not one of {', '.join(render.DRAWINGS)}")
+
+
+def counts(config: Config) -> tuple[int, int]:
+    return config.classes, config.instances
+
+
+def folder_name(config: Config) -> str:
+    return f"fractaldb_classes{config.classes}_instances{config.instances}_seed{config.seed}"
+
+
+SEARCH_PAD = 6
+
+
+def search_fill(coefficients: np.ndarray, probabilities: np.ndarray, size: int, points: int) -> float:
+    """Fill fraction of the released search's point rendering; 0 when the orbit is not finite."""
+    indices = render.released_map_choices(probabilities, points - 1)
+    canvas = render.render(coefficients, indices, size, SEARCH_PAD, "point")
+    return 0.0 if canvas is None else float(render.fill_fraction(canvas))
+
+
+def search_system(config, class_index: int) -> dict:
+    """Category `class_index`: random systems from its own stream until one fills >= fill_threshold.
+
+    The released search draws every category from one stream seeded with 1; here each
+    category has its own, so a category never depends on the ones before it.
+    """
+    rng = stream(config.seed, STREAM_SEARCH, class_index)
+    for tries in range(1, config.max_tries + 1):
+        n_maps = int(rng.integers(N_MAPS[0], N_MAPS[1] + 1))
+        coefficients = rng.uniform(-1.0, 1.0, size=(n_maps, 6))
+        probabilities = ifs.map_probabilities(coefficients)
+        fill = search_fill(coefficients, probabilities, config.search_size, config.search_points)
+        if fill >= config.fill_threshold:
+            return {"class_index": class_index, **ifs.System(coefficients, probabilities).to_dict(),
+                    "fill": fill, "tries": tries}
+    raise GenerationError(
+        f"category {class_index}: no system filled {config.fill_threshold} of the {config.search_size}-px "
+        f"canvas in {config.max_tries} tries; raise --max-tries or lower --fill-threshold")
+
+
+def prepare(config: Config) -> dict:
+    return {}
+
+
+def class_params(config: Config, shared: dict, class_index: int) -> dict:
+    return search_system(config, class_index)
+
+
+def instance_layout(instance_index: int) -> tuple[int, int, int]:
+    """(weight row, rendering, flip) of an instance, in the released file order."""
+    rendering, flip = divmod(instance_index, FLIPS)
+    row, repeat = divmod(rendering, RENDERS_PER_ROW)
+    return row, repeat, flip
+
+
+def flipped(canvas: np.ndarray, flip: int) -> np.ndarray:
+    """The base top-bottom flip, then none / top-bottom / left-right / both."""
+    image = canvas[::-1]
+    if flip in (1, 3):
+        image = image[::-1]
+    if flip in (2, 3):
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
+
+
+# The 4 flips of a rendering share one canvas: keep the last one (a pure memo, any order is correct).
+_last_canvas: dict = {}
+
+
+def rendering(config: Config, params: dict, row: int, repeat: int) -> np.ndarray:
+    """The unflipped canvas of weight row `row`, rendering `repeat` (its masks are its own stream)."""
+    coefficients = np.asarray(params["coefficients"], dtype=np.float64)
+    key = (config, params["class_index"], row, repeat, coefficients.tobytes())
+    if _last_canvas.get("key") == key:
+        return _last_canvas["canvas"]
+    weighted = coefficients * WEIGHTS[config.weights][row]
+    # p stays the category's, as the released renderer reads it from the search's file
+    indices = render.released_map_choices(np.asarray(params["probabilities"]), config.points - 1)
+    masks = None
+    if config.drawing == "patch":
+        masks = render.random_masks(config.points, stream(config.seed, STREAM_MASKS, params["class_index"], row, repeat))
+    canvas = render.render_released(weighted, indices, config.size, config.pad, config.drawing, masks)
+    _last_canvas.update(key=key, canvas=canvas)
+    return canvas
+
+
+def render_instance(config: Config, shared: dict, params: dict, instance_index: int) -> np.ndarray:
+    row, repeat, flip = instance_layout(instance_index)
+    return flipped(rendering(config, params, row, repeat), flip)
