@@ -16,7 +16,7 @@ from scipy.stats import ks_2samp
 from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data.distributed import DistributedSampler
 
-from onepfrac.train.device_data import (DeviceAugment, DeviceBatches, DeviceDataset, crop_boxes,
+from onepfrac.train.device_data import (DeviceAugment, DeviceDataset, crop_boxes,
                                         random_erase, resized_crop)
 
 # Two-sample KS statistic above which two samples of 4,000 differ (p < 0.001 is 0.044).
@@ -55,62 +55,6 @@ def no_augment(img_size, **overrides) -> DeviceAugment:
                    color_jitter=0.0, re_prob=0.0, mean=(0.5,) * 3, std=(0.5,) * 3)
     options.update(overrides)
     return DeviceAugment(img_size, **options)
-
-
-# --------------------------------------------------------------------------------------------
-# DeviceBatches
-
-
-@pytest.mark.parametrize("num_samples,world_size", [(1000, 8), (10, 3), (7, 4), (5, 1)])
-def test_batches_are_distributed_sampler_order_without_the_last_partial_batch(num_samples, world_size):
-    for rank in range(world_size):
-        sampler = DistributedSampler(range(num_samples), num_replicas=world_size, rank=rank, shuffle=True, seed=42)
-        batches = DeviceBatches(num_samples, 2, rank, world_size, seed=42)
-        for epoch in (0, 3):
-            sampler.set_epoch(epoch)
-            batches.set_epoch(epoch)
-            expected = list(sampler)
-            expected = expected[:len(expected) // 2 * 2]
-            got = torch.cat(list(batches)).tolist() if len(batches) else []
-            assert got == expected
-            assert all(len(b) == 2 for b in batches)
-
-
-def test_released_recipe_sees_768_of_1000_images_an_epoch_in_3_batches_a_rank():
-    ranks = [DeviceBatches(1000, 32, rank, 8, seed=42) for rank in range(8)]
-    assert all(len(b) == 3 for b in ranks)
-    seen = torch.cat([torch.cat(list(b)) for b in ranks])
-    assert len(seen) == 768 and len(set(seen.tolist())) == 768
-
-
-def test_every_sample_once_an_epoch_across_ranks_when_batches_divide():
-    ranks = [DeviceBatches(96, 4, rank, 3, seed=1, drop_last=False) for rank in range(3)]
-    for epoch in range(3):
-        for b in ranks:
-            b.set_epoch(epoch)
-        seen = torch.cat([torch.cat(list(b)) for b in ranks])
-        assert sorted(seen.tolist()) == list(range(96))
-
-
-def test_padding_repeats_samples_so_every_rank_has_the_same_count():
-    ranks = [DeviceBatches(10, 1, rank, 4, seed=0, drop_last=False) for rank in range(4)]
-    seen = [torch.cat(list(b)).tolist() for b in ranks]
-    assert [len(s) for s in seen] == [3, 3, 3, 3]
-    assert set(sum(seen, [])) == set(range(10))
-
-
-def test_same_seed_same_order_and_a_new_epoch_a_new_order():
-    first, second = DeviceBatches(50, 5, seed=7), DeviceBatches(50, 5, seed=7)
-    assert torch.equal(torch.cat(list(first)), torch.cat(list(second)))
-    epoch0 = torch.cat(list(first))
-    first.set_epoch(1)
-    assert not torch.equal(torch.cat(list(first)), epoch0)
-    assert not torch.equal(torch.cat(list(DeviceBatches(50, 5, seed=8))), epoch0)
-
-
-def test_batches_reject_a_rank_outside_the_world():
-    with pytest.raises(ValueError, match="rank"):
-        DeviceBatches(10, 2, rank=2, world_size=2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -100,6 +100,25 @@ def test_every_sample_is_seen_once_per_epoch_across_ranks_before_dropping_the_la
         assert len(seen) == -(-10 // world_size) * world_size  # padded as DistributedSampler
 
 
+@pytest.mark.parametrize("num_samples, world_size", [(1000, 8), (10, 3), (7, 4), (5, 1), (1, 3)])
+def test_epochs_follow_distributed_sampler_index_for_index(num_samples, world_size):
+    from torch.utils.data import DistributedSampler
+
+    for rank in range(world_size):
+        reference = DistributedSampler(range(num_samples), num_replicas=world_size, rank=rank, seed=42)
+        sampler = data.EpochBatchSampler(num_samples, 1, epochs=4, seed=42, rank=rank, world_size=world_size)
+        for epoch in (0, 3):
+            reference.set_epoch(epoch)
+            assert sampler.epoch_indices(epoch) == list(reference)
+
+
+def test_released_recipe_sees_768_of_1000_images_an_epoch_in_3_batches_a_rank():
+    ranks = [data.EpochBatchSampler(1000, 32, epochs=1, seed=42, rank=r, world_size=8) for r in range(8)]
+    assert all(s.steps_per_epoch == 3 for s in ranks)
+    seen = [i for s in ranks for batch in s for _, i in batch]
+    assert len(seen) == 768 == len(set(seen))
+
+
 def test_last_partial_batch_is_dropped_each_epoch():
     sampler = data.EpochBatchSampler(10, 4, epochs=3, seed=0)
     batches = all_batches(sampler)

@@ -200,3 +200,27 @@ def test_learning_rate_is_scaled_by_total_batch_over_512():
     args = argparse.Namespace(batch_size=32, lr_base_batch=512)
     context = trainer.Context("torchrun", 0, 8, 0, torch.device("cpu"), "gloo")
     assert trainer.scaled(1e-3, args, context) == pytest.approx(5e-4)
+
+
+def test_device_pipeline_trains_and_resumes_exactly(tmp_path, train_fractal):
+    full, part = tmp_path / "full", tmp_path / "part"
+    extra = ["--data-pipeline", "device", "--aa", "rand-m9-mstd0.5-inc1", "--mixup", "0.8",
+             "--cutmix", "1.0", "--reprob", "0.5", "--save-every", "1"]
+    result = run_train(pretrain_args(train_fractal, full, "--epochs", "3", *extra))
+    assert result.returncode == 0, result.stderr
+    assert "data pipeline: device (asked for" in result.stdout
+    assert run_train(pretrain_args(train_fractal, part, "--epochs", "3", "--stop-after", "1", *extra)).returncode == 0
+    assert run_train(pretrain_args(train_fractal, part, "--epochs", "3", "--resume", "auto", *extra)).returncode == 0
+    a, b = weights(full / "checkpoint_last.pth"), weights(part / "checkpoint_last.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_device_pipeline_needs_the_dataset_in_memory(tmp_path, train_fractal, capsys):
+    code = main(pretrain_args(train_fractal, tmp_path / "o", "--epochs", "1", "--data-pipeline", "device",
+                              "--in-memory", "never"))
+    assert code == 2 and "--data-pipeline device needs the dataset decoded in memory" in capsys.readouterr().err
+
+
+def test_auto_pipeline_uses_the_loader_on_a_cpu(tmp_path, train_fractal):
+    result = run_train(pretrain_args(train_fractal, tmp_path / "o", "--epochs", "1"))
+    assert result.returncode == 0 and "data pipeline: loader with 0 worker(s) per process (auto: no GPU" in result.stdout

@@ -233,8 +233,8 @@ class EpochBatchSampler(torch.utils.data.Sampler):
                                for _ in range(self.repeats)]).tolist()
         else:
             order = list(range(self.num_samples)) * self.repeats
-        padding = self.per_rank * self.world_size - len(order)
-        order += order[:padding]
+        total = self.per_rank * self.world_size
+        order = (order * -(-total // len(order)))[:total]  # pad by wrapping, as DistributedSampler
         return order[self.rank::self.world_size]
 
     def __iter__(self):
@@ -264,6 +264,70 @@ class EvalSamples(torch.utils.data.Dataset):
 def shard(num_samples: int, rank: int, world_size: int) -> list[int]:
     """Rank's share of an evaluation set, without DistributedSampler's padding duplicates."""
     return list(range(rank, num_samples, world_size))
+
+
+PIPELINES = ("auto", "loader", "device")
+# `auto` puts the dataset on the GPU when it takes at most this share of the free memory.
+DEVICE_MEMORY_SHARE = 0.25
+
+
+def choose_pipeline(requested: str, dataset, device: torch.device) -> tuple[str, str]:
+    """(`loader` or `device`, why): the DataLoader with timm's transforms, or the dataset kept
+    on the training device and augmented there in batches (onepfrac.train.device_data)."""
+    in_memory = isinstance(dataset, ArrayDataset)
+    if requested == "device":
+        if not in_memory:
+            raise DataError("--data-pipeline device needs the dataset decoded in memory: "
+                            "use --in-memory always (or raise --memory-limit-gb)")
+        return "device", "asked for"
+    if requested == "loader":
+        return "loader", "asked for"
+    if device.type != "cuda":
+        return "loader", "auto: no GPU (timm's PIL transforms are faster than batched ones on a CPU at 224 px)"
+    if not in_memory:
+        return "loader", "auto: the dataset is not held in memory"
+    free, _ = torch.cuda.mem_get_info(device)
+    if dataset.nbytes > DEVICE_MEMORY_SHARE * free:
+        return "loader", (f"auto: {dataset.nbytes / 2**30:.1f} GiB is more than "
+                          f"{DEVICE_MEMORY_SHARE:.0%} of the GPU's free {free / 2**30:.1f} GiB")
+    return "device", f"auto: {dataset.nbytes / 2**20:.0f} MiB fits on the GPU"
+
+
+def to_device_dataset(dataset: ArrayDataset, device: torch.device):
+    """uint8 N x C x H x W on `device`: gray stays one channel until the model input."""
+    from onepfrac.train.device_data import DeviceDataset
+
+    images = torch.from_numpy(dataset.images)
+    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    return DeviceDataset(images.contiguous(), torch.from_numpy(dataset.labels), device,
+                         classes=dataset.classes)
+
+
+def device_augment(args):
+    from onepfrac.train.device_data import DeviceAugment
+
+    return DeviceAugment(args.img_size, scale=tuple(args.scale), ratio=tuple(args.ratio),
+                         interpolation=args.interpolation, hflip=args.hflip, vflip=args.vflip,
+                         auto_augment=args.aa, color_jitter=args.color_jitter,
+                         re_prob=args.reprob, re_mode=args.remode, re_count=args.recount,
+                         mean=tuple(args.mean), std=tuple(args.std))
+
+
+def device_batches(dataset, sampler: EpochBatchSampler, augment, seed: int):
+    """Augmented batches on the dataset's device for the sampler's epochs, as one iterator.
+
+    Each epoch's random draws come from a generator seeded by (seed, epoch, rank), so a resumed
+    run continues exactly; nothing is set up again between epochs.
+    """
+    device = dataset.images.device
+    augment = augment.to(device)
+    for epoch in range(sampler.start_epoch, sampler.epochs):
+        order = torch.tensor(sampler.epoch_indices(epoch), device=device)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(sample_seed(seed, epoch, 2**31 + sampler.rank))
+        for step in range(sampler.steps_per_epoch):
+            index = order[step * sampler.batch_size:(step + 1) * sampler.batch_size]
+            yield augment(dataset.images[index], generator), dataset.labels[index]
 
 
 def train_transform(args):

@@ -90,52 +90,6 @@ class DeviceDataset:
 
 
 # --------------------------------------------------------------------------------------------
-# Sampler
-
-
-class DeviceBatches:
-    """Index batches with DistributedSampler(shuffle=True, seed) semantics and a dropped last batch.
-
-    The permutation is torch.randperm from a CPU generator seeded with seed + epoch, exactly as
-    DistributedSampler draws it, so this yields the same samples in the same order as the
-    released DataLoader; the rank's share is padded by repeating the permutation's start.
-    """
-
-    def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, drop_last: bool = True, device="cpu"):
-        if num_samples < 1 or batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need num_samples >= 1, batch_size >= 1 and 0 <= rank < world_size, got "
-                             f"{num_samples}, {batch_size}, {rank}, {world_size}")
-        self.num_samples, self.batch_size = num_samples, batch_size
-        self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.drop_last, self.device = drop_last, torch.device(device)
-        self.per_rank = math.ceil(num_samples / world_size)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def rank_indices(self) -> torch.Tensor:
-        """This rank's indices for the current epoch, before batching."""
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.num_samples, generator=generator)
-        total = self.per_rank * self.world_size
-        if total > self.num_samples:  # pad as DistributedSampler does: wrap around the permutation
-            order = order.repeat(math.ceil(total / self.num_samples))[:total]
-        return order[self.rank:total:self.world_size]
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.per_rank // self.batch_size
-        return math.ceil(self.per_rank / self.batch_size)
-
-    def __iter__(self):
-        indices = self.rank_indices().to(self.device)  # one copy an epoch, then views
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield indices[start:start + self.batch_size]
-
-
-# --------------------------------------------------------------------------------------------
 # Resampling with PIL's antialiased filters (the crop-and-resize of RandomResizedCrop)
 
 

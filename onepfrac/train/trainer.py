@@ -84,6 +84,7 @@ def workers_for(args) -> int:
 
 
 def train_batches(args, dataset, context: Context, start_epoch: int):
+    """An iterator of (images, targets) over all remaining epochs, and the steps per epoch."""
     sampler = data_module.EpochBatchSampler(
         len(dataset), args.batch_size, args.epochs, args.seed, context.rank, context.world_size,
         start_epoch=start_epoch, repeats=args.repeats)
@@ -92,13 +93,20 @@ def train_batches(args, dataset, context: Context, start_epoch: int):
             f"--batch-size {args.batch_size} x {context.world_size} process(es) is more than "
             f"the {len(dataset) * args.repeats} images of one epoch: lower --batch-size or "
             "raise --repeats")
+    pipeline, why = data_module.choose_pipeline(args.data_pipeline, dataset, context.device)
+    if pipeline == "device":
+        on_device = data_module.to_device_dataset(dataset, context.device)
+        log(context, f"data pipeline: device ({why}; {on_device.nbytes / 2**20:.1f} MiB)")
+        return data_module.device_batches(on_device, sampler, data_module.device_augment(args),
+                                          args.seed), sampler.steps_per_epoch
     samples = data_module.SeededSamples(dataset, data_module.train_transform(args), args.seed)
     workers = workers_for(args)
+    log(context, f"data pipeline: loader with {workers} worker(s) per process ({why})")
     loader = torch.utils.data.DataLoader(
         samples, batch_sampler=sampler, num_workers=workers,
         pin_memory=context.device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if workers else None)
-    return loader, sampler.steps_per_epoch
+    return iter(loader), sampler.steps_per_epoch
 
 
 def eval_loader(args, dataset, context: Context):
@@ -352,7 +360,7 @@ def train(args, context: Context) -> int:
         from timm.utils import ModelEmaV3
         model_ema = ModelEmaV3(model, decay=args.model_ema_decay)
     start_epoch = resumed["epoch"] if resumed else 0
-    loader, steps_per_epoch = train_batches(args, train_set, context, start_epoch)
+    batches, steps_per_epoch = train_batches(args, train_set, context, start_epoch)
     optimizer = create_optimizer(args, model, context)
     scheduler = create_scheduler(args, optimizer, context, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -390,7 +398,6 @@ def train(args, context: Context) -> int:
                  + (f", resuming after epoch {start_epoch}" if resumed else ""))
     if start_epoch == 0 and not args.sched_on_updates:
         scheduler.step(0)  # the epoch-0 lr is the warm-up start, as in timm's train loop
-    batches = iter(loader)
     name = f"{args.model}_{experiment_name(args)}"
     last_epoch_stats = {}
     for epoch in range(start_epoch, args.epochs):
