@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Generate VisualAtom (Takashima et al., CVPR 2023). Edit the variables here or set them in the environment.
+# Writes $BASE_SAVEDIR/visualatom_classes${CLASSES}_instances${INSTANCES}_seed${SEED}/ and prints that path.
+set -euo pipefail
+BASE_SAVEDIR=${BASE_SAVEDIR:-./data}
+CLASSES=${CLASSES:-1000}             # categories (VisualAtom-1k)
+INSTANCES=${INSTANCES:-1000}         # per category: only the centre moves
+SEED=${SEED:-0}
+WORKERS=${WORKERS:-0}                # 0 = all cores
+EXTRA_ARGS=${EXTRA_ARGS:-}           # any other option of `python -m onepfrac.generate --dataset visualatom --help`
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+    if [ -x "$HERE/../.venv/bin/python" ]; then PYTHON="$HERE/../.venv/bin/python"; else PYTHON=python3; fi
+fi
+# shellcheck disable=SC2086  # EXTRA_ARGS is split into options on purpose
+exec "$PYTHON" -m onepfrac.generate --dataset visualatom --base-savedir "$BASE_SAVEDIR" --classes "$CLASSES" \
+    --instances "$INSTANCES" --seed "$SEED" --workers "$WORKERS" $EXTRA_ARGS
