@@ -1,0 +1,5 @@
+import sys
+
+from onepfrac.sweep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,64 @@
+"""Command line of the sweep driver: `python -m onepfrac.sweep GRID.yaml --out DIR` or
+`python -m onepfrac.sweep aggregate DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from onepfrac.sweep import runner
+from onepfrac.sweep.grid import GridError, commands, load_grid, select
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m onepfrac.sweep",
+        description="Run a grid of generate -> pre-train -> fine-tune cells (resumable), then write "
+                    "results.csv, results.md and figure/top1.svg into --out. "
+                    "`python -m onepfrac.sweep aggregate DIR` redoes the results from the cell.json files.")
+    parser.add_argument("grid", help="grid YAML (see train/grids/ and docs/sweeps.md)")
+    parser.add_argument("--out", default=None, help="output folder (default ./output/sweeps/GRIDNAME)")
+    parser.add_argument("--dry-run", action="store_true", help="check the grid and print the cells and commands")
+    parser.add_argument("--only", nargs="+", default=None, metavar="CELL", help="run only these cells")
+    parser.add_argument("--no-progress", action="store_true", help="print nothing but errors")
+    return parser
+
+
+def dry_run(grid, cells, out: Path) -> None:
+    print(f"grid {grid.name}: {len(grid.cells)} cells, {len(cells)} selected")
+    for cell in cells:
+        record = runner.read_json(out / "cells" / cell.name / runner.CELL_JSON) or {}
+        print(f"\n{cell.name}  [{record.get('status', 'not started')}]")
+        argv = commands(grid, cell, sys.executable, out / "data", out / "cells" / cell.name,
+                        Path("<generated dataset>"), ["<fine-tuning data options>"])
+        for stage, command in argv.items():
+            print(f"  {stage}: {shlex.join(command)}")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["aggregate"]:
+            parser = argparse.ArgumentParser(prog="python -m onepfrac.sweep aggregate")
+            parser.add_argument("dir", help="a sweep's output folder (holding cells/*/cell.json)")
+            parser.add_argument("--no-progress", action="store_true")
+            args = parser.parse_args(argv[1:])
+            runner.aggregate(Path(args.dir), not args.no_progress)
+            return 0
+        args = build_parser().parse_args(argv)
+        grid = load_grid(args.grid)
+        out = Path(args.out) if args.out else Path("output") / "sweeps" / grid.name
+        cells = select(grid.cells, args.only)
+        runner.preflight(grid, cells, out.resolve(), sys.executable)
+        if args.dry_run:
+            dry_run(grid, cells, out.resolve())
+            return 0
+        return runner.run(grid, cells, out.resolve(), sys.executable, progress=not args.no_progress)
+    except GridError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
