@@ -1,5 +1,6 @@
-"""Sample grids: `python -m onepfrac.figures grid DATASET --out grid.png` and
-`python -m onepfrac.figures paper --out-dir figure/` (delta and sigma-factor grids)."""
+"""Sample grids: `python -m onepfrac.figures grid DATASET --out grid.png`,
+`python -m onepfrac.figures paper --out-dir figure/` (delta and sigma-factor grids) and
+`python -m onepfrac.figures datasets --out-dir figure/` (classes x instances of each dataset)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from onepfrac import png
+from onepfrac import datasets, png
 from onepfrac.datasets import onepfrac as onepfrac_dataset
 from onepfrac.generate import MANIFEST
 
@@ -81,6 +82,43 @@ def sigma_grid(config: onepfrac_dataset.Config, sigmas=PAPER_SIGMAS, seeds=(0, 1
                   column_labels=[f"sigma {s}" for s in sigmas])
 
 
+# Instances shown per dataset (columns) and their labels; FractalDB's walk its weight rows.
+SHOWN_INSTANCES = {
+    "fractaldb": ([0, 40, 80, 120, 160, 200, 360, 520, 680, 840, 82],
+                  ["a x0.2", "a x0.6", "all x1", "a x1.4", "a x1.8", "b x0.2", "c x0.2", "d x0.2", "e x0.2", "f x0.2",
+                   "x1, left-right"]),
+    "3d-ofdb": (list(range(0, 12, 2)), [f"view {k}" for k in range(0, 12, 2)]),
+    "visualatom": (list(range(6)), [f"instance {i}" for i in range(6)]),
+}
+FIGURE_NAMES = {"fractaldb": "fractaldb.png", "ofdb": "ofdb.png", "3d-ofdb": "3d-ofdb.png",
+                "visualatom": "visualatom.png", "real-image": "real-image.png"}
+
+
+def formula_grid(name: str, config=None, classes: int = 4, thumb: int = 112) -> Image.Image:
+    """Classes (rows) by instances (columns) of a formula-driven dataset, rendered in memory.
+
+    Datasets with one image per class (2D-OFDB, real-image) show 4 x `columns` classes instead.
+    """
+    module = datasets.load(name)
+    config = config if config is not None else module.Config()
+    shared = module.prepare(config)
+    _, instances = datasets.counts(module, config)
+    if instances == 1:
+        columns = 6
+        images = [datasets.class_images(module, config, shared, c)[1].__next__() for c in range(classes * columns)]
+        rows = [(f"classes {r * columns}-{r * columns + columns - 1}", images[r * columns:(r + 1) * columns])
+                for r in range(classes)]
+        return compose(rows, thumb, title=f"{name}: one image per class, seed {config.seed}")
+    picks, labels = SHOWN_INSTANCES.get(name, (list(range(min(instances, 6))), None))
+    picks = [i for i in picks if i < instances]
+    rows = []
+    for c in range(classes):
+        params = module.class_params(config, shared, c)
+        rows.append((f"class {c}", [module.render_instance(config, shared, params, i) for i in picks]))
+    return compose(rows, thumb, title=f"{name}: classes (rows) x instances (columns), seed {config.seed}",
+                   column_labels=(labels or [f"instance {i}" for i in picks])[:len(picks)])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m onepfrac.figures", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +130,9 @@ def main(argv=None) -> int:
     paper = sub.add_parser("paper", help="delta and sigma-factor grids, as in the paper's figures")
     paper.add_argument("--out-dir", type=Path, default=Path("figure"))
     paper.add_argument("--seed", type=int, default=0)
+    formula = sub.add_parser("datasets", help="classes x instances of each formula-driven dataset, rendered in memory")
+    formula.add_argument("--out-dir", type=Path, default=Path("figure"))
+    formula.add_argument("--names", nargs="+", choices=list(FIGURE_NAMES), default=list(FIGURE_NAMES))
     args = parser.parse_args(argv)
 
     if args.command == "grid":
@@ -103,6 +144,16 @@ def main(argv=None) -> int:
         print(args.out)
         return 0
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.command == "datasets":
+        for name in args.names:
+            try:
+                image = formula_grid(name)
+            except datasets.UnknownDataset as missing:
+                print(f"skipped {name}: {missing}", file=sys.stderr)
+                continue
+            image.save(args.out_dir / FIGURE_NAMES[name], optimize=True)
+            print(args.out_dir / FIGURE_NAMES[name])
+        return 0
     config = onepfrac_dataset.Config(seed=args.seed)
     for name, image in (("1p-frac_delta.png", delta_grid(config)), ("1p-frac_sigma.png", sigma_grid(config))):
         image.save(args.out_dir / name, optimize=True)

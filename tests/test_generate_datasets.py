@@ -230,3 +230,21 @@ def test_driver_script_writes_what_the_module_cli_writes(tmp_path, capsys, name)
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and re.search("--classes:? 0", bad.stderr) and not (tmp_path / "bad").exists()
     assert json.loads((root / generate.MANIFEST).read_text())["dataset"] == name
+
+
+@pytest.mark.parametrize("name, config, rows, columns", [
+    ("fractaldb", dict(classes=2, instances=100, size=64, points=3000, pad=2, search_size=64, search_points=3000), 2, 3),
+    ("ofdb", dict(classes=12, size=64, points=3000, pad=2, search_size=64, search_points=3000), 2, 6),
+    ("3d-ofdb", dict(classes=2, size=48, points=2000), 2, 6)])
+def test_sample_grid_shows_classes_by_instances_of_a_dataset(name, config, rows, columns):
+    from onepfrac import figures
+    module = datasets.load(name)
+    if name == "fractaldb":
+        figures_picks = [i for i in figures.SHOWN_INSTANCES["fractaldb"][0] if i < 100]
+        columns = len(figures_picks)
+    grid = figures.formula_grid(name, module.Config(**config), classes=rows, thumb=32)
+    titles = 2 if name != "ofdb" else 1
+    assert grid.size == (figures.LABEL_WIDTH + columns * 36, titles * figures.TITLE_HEIGHT + rows * 36)
+    pixels = np.asarray(grid)
+    first = pixels[titles * figures.TITLE_HEIGHT:][:32, figures.LABEL_WIDTH:figures.LABEL_WIDTH + 32]
+    assert (first > 200).mean() > 0.005 and (first == 0).mean() > 0.1  # a drawn shape on black
