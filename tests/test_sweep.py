@@ -84,8 +84,14 @@ def test_an_interrupted_sweep_records_the_interruption_and_exits_130(swept):
     assert json.loads(swept["after_first"]["scratch_seed0/cell.json"][0])["status"] == "complete"
 
 
+def errors(out: Path) -> str:
+    """The recorded errors of failed cells, to show why a run did not complete."""
+    records = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/cell.json"))]
+    return "\n".join(f"{r['cell']}: {r.get('error')}" for r in records if r.get("error"))
+
+
 def test_resuming_runs_only_the_unfinished_stages_and_continues_the_interrupted_training(swept):
-    assert swept["codes"][1] == 0
+    assert swept["codes"][1] == 0, errors(swept["out"])
     assert swept["calls"]["first"] == [("data", "digits"),
                                        ("scratch_seed0", "finetune"), (ONEPFRAC, "generate"), (ONEPFRAC, "pretrain")]
     assert swept["calls"]["second"] == [(ONEPFRAC, "pretrain"), (ONEPFRAC, "finetune")]
