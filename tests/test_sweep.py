@@ -285,3 +285,36 @@ def test_every_grid_in_train_grids_is_valid():
             assert load_grid(path).cells, path
         except GridError as error:  # released-recipe grids need CIFAR, which cannot ship here
             assert "_released" in path.name and "finetune_data.cifar100" in str(error), error
+
+
+def test_a_failing_stage_fails_its_cell_with_the_log_tail_and_the_next_run_retries_it(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "ft"
+    (data / "train").mkdir(parents=True), (data / "val").mkdir()
+    grid = grid_with(tmp_path, finetune_data={"folder": str(data)}, axes={"dataset": ["scratch"], "seed": [0, 1]})
+    out, failing = tmp_path / "out", {"scratch_seed1"}
+
+    def fake_trainer(argv, log):  # stands in for `python -m onepfrac.train finetune`
+        cell = Path(log).parent.name
+        Path(log).write_text(f"training {cell}\n" + ("boom: out of memory\n" if cell in failing else ""))
+        if cell in failing:
+            return 3
+        target = Path(argv[argv.index("--output-dir") + 1])
+        target.mkdir(parents=True)
+        (target / "summary.json").write_text(json.dumps({"best_acc1": 50.0, "best_epoch": 2}))
+        (target / "metrics.jsonl").write_text('{"epoch": 1, "val_acc1": 40.0, "val_acc5": 80.0}\n'
+                                              '{"epoch": 2, "val_acc1": 50.0, "val_acc5": 90.0}\n')
+        return 0
+
+    monkeypatch.setattr(runner, "call", fake_trainer)
+    assert cli.main([str(grid), "--out", str(out), "--no-progress"]) == 1
+    assert "1 cell(s) failed: scratch_seed1" in capsys.readouterr().err
+    record = json.loads((out / "cells" / "scratch_seed1" / "cell.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("finetune exited with 3")
+    assert "boom: out of memory" in record["error"]
+    assert "scratch_seed1 (failed)" in (out / "results.md").read_text()
+    failing.clear()
+    assert cli.main([str(grid), "--out", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "cells" / "scratch_seed1" / "cell.json").read_text())
+    assert record["status"] == "complete" and record["stages"]["finetune"]["attempts"] == 2
+    assert record["result"]["best_acc5"] == 90.0 and record["result"]["last_acc1"] == 50.0
+    assert "| scratch | – | – | – | 2 | 50.0 ± 0.0 |" in (out / "results.md").read_text()

@@ -262,7 +262,8 @@ def run(grid: Grid, cells: list[Cell], out: Path, python: str = sys.executable, 
             print(message, flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(grid.path, out / "grid.yaml")
+    if grid.path != (out / "grid.yaml").resolve():  # a record of what ran; never copied onto itself
+        shutil.copyfile(grid.path, out / "grid.yaml")
     todo = [c for c in cells if (read_json(out / "cells" / c.name / CELL_JSON) or {}).get("status") != "complete"]
     say(f"sweep {grid.name}: {len(cells)} cells, {len(cells) - len(todo)} already complete")
     failed = []
