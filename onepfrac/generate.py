@@ -457,6 +457,8 @@ def main(argv=None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:
             refuse_extra(dataset, parser, extra)
+        if args.dataset != dataset:  # an abbreviation (--data X) escapes the first look at --dataset
+            raise UsageError(f"--dataset {args.dataset}: write --dataset in full, it chooses the other options")
         config = validate(args) if dataset == datasets.DEFAULT else validate_dataset(module, args)
         root = generate(config, Path(args.base_savedir), args.png_bits, args.png_compression,
                         args.workers, progress=not args.no_progress, dataset=dataset)
