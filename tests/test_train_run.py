@@ -224,3 +224,23 @@ def test_device_pipeline_needs_the_dataset_in_memory(tmp_path, train_fractal, ca
 def test_auto_pipeline_uses_the_loader_on_a_cpu(tmp_path, train_fractal):
     result = run_train(pretrain_args(train_fractal, tmp_path / "o", "--epochs", "1"))
     assert result.returncode == 0 and "data pipeline: loader with 0 worker(s) per process (auto: no GPU" in result.stdout
+
+
+def test_pretraining_on_the_fly_equals_pretraining_on_the_generated_files(tmp_path, train_fractal):
+    files, rendered = tmp_path / "files", tmp_path / "rendered"
+    assert run_train(pretrain_args(train_fractal, files, "--epochs", "1")).returncode == 0
+    args = pretrain_args(train_fractal, rendered, "--epochs", "1")
+    args[args.index("--data-dir"):args.index("--data-dir") + 2] = [
+        "--render", "1p-frac", "--render-kwargs", "samples=8", "seed=0", "size=64", "points=3000", "pad=2"]
+    result = run_train(args)
+    assert result.returncode == 0, result.stderr
+    a, b = weights(files / "checkpoint_last.pth"), weights(rendered / "checkpoint_last.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rendering_an_unknown_dataset_or_option_is_named(tmp_path, capsys):
+    base = ["pretrain", *TINY_MODEL, "--batch-size", "4", "--epochs", "1", "--output-dir", str(tmp_path / "o")]
+    assert main([*base, "--render", "mandelbrot"]) == 2
+    assert "--render: 'mandelbrot' is not one of" in capsys.readouterr().err
+    assert main([*base, "--render", "fractaldb", "--render-kwargs", "colour=3"]) == 2
+    assert "--render-kwargs" in capsys.readouterr().err

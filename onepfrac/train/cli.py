@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--train-dir", default=None)
     data.add_argument("--val-dir", default=None)
     data.add_argument("--dataset", default="folder", help="folder, cifar10 or cifar100")
+    data.add_argument("--render", default=None, metavar="DATASET",
+                      help="pretrain on a dataset rendered on the fly (1p-frac, fractaldb, ofdb, "
+                           "visualatom, real-image, 3d-ofdb) instead of --data-dir")
+    data.add_argument("--render-kwargs", nargs="*", type=model_kwarg, default=[], metavar="KEY=VALUE",
+                      help="generator options for --render, e.g. samples=16 size=128 seed=0")
     data.add_argument("--num-classes", type=int, default=None,
                       help="checked against the class folders (default: their number)")
     data.add_argument("--in-memory", default="auto", help="auto, always or never")
@@ -180,7 +185,7 @@ def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
             close = difflib.get_close_matches(dest, sorted(known), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise UsageError(f"--config {path}: unknown key {key!r}{hint}")
-        if dest == "model_kwargs" and isinstance(value, dict):
+        if dest in ("model_kwargs", "render_kwargs") and isinstance(value, dict):
             value = list(value.items())
         config[dest] = value
     return config
@@ -201,6 +206,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     args.model_kwargs = dict(args.model_kwargs or [])
+    args.render_kwargs = dict(args.render_kwargs or [])
     validate(args)
     return args
 
@@ -282,8 +288,8 @@ def validate(args: argparse.Namespace) -> None:
               "Mixup/CutMix pairs images, so the batch (or chunk) must be even and the chunk "
               "must divide --batch-size")
     if args.mode == "pretrain":
-        _need(args.data_dir or args.train_dir, "data-dir", args.data_dir,
-              "pretrain needs the dataset folder (--data-dir or --train-dir)")
+        _need(args.data_dir or args.train_dir or args.render, "data-dir", args.data_dir,
+              "pretrain needs the dataset folder (--data-dir or --train-dir) or --render")
     elif args.mode == "finetune":
         _need(args.data_dir or args.train_dir, "data-dir", args.data_dir,
               "finetune needs --data-dir (with train/ and val/) or --train-dir and --val-dir")

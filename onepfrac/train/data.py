@@ -156,6 +156,34 @@ def open_dataset(kind: str, root: Path, train: bool, option: str, in_memory: str
     return open_cifar(root, kind, train, option)
 
 
+class RenderedDataset(torch.utils.data.Dataset):
+    """A formula-driven dataset rendered inside the DataLoader workers instead of read from
+    files (onepfrac.datasets.onthefly): each sample is a pure function of its config, class and
+    instance, equal to the file the generator would write."""
+
+    def __init__(self, name: str, config_kwargs: dict):
+        from onepfrac import datasets
+        from onepfrac.datasets.onthefly import OnTheFlyDataset
+
+        if name not in datasets.DATASETS:
+            raise DataError(f"--render: {name!r} is not one of {', '.join(datasets.DATASETS)}")
+        module = datasets.load(name)
+        try:
+            config = module.Config(**config_kwargs)
+        except TypeError as error:
+            raise DataError(f"--render-kwargs: {error}") from None
+        except ValueError as error:
+            raise DataError(f"--render-kwargs: {error}") from None
+        self.source = OnTheFlyDataset(name, config, one_instance_per_class=(name == "3d-ofdb"))
+        self.classes = [f"{index:05d}" for index in range(self.source.classes)]
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        return self.source[index]
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 

@@ -55,7 +55,9 @@ def val_root(args) -> Path | None:
 def open_datasets(args, context: Context):
     progress = args.progress and context.is_main
     train = None
-    if args.mode != "eval":
+    if args.mode != "eval" and args.render:
+        train = data_module.RenderedDataset(args.render, args.render_kwargs)
+    elif args.mode != "eval":
         option = "--train-dir" if args.train_dir else "--data-dir"
         train = data_module.open_dataset(args.dataset, train_root(args), True, option,
                                          args.in_memory, args.memory_limit_gb, progress)
@@ -67,7 +69,7 @@ def open_datasets(args, context: Context):
                                        args.memory_limit_gb, progress)
     classes = (train or val).classes
     if args.num_classes is not None and args.num_classes != len(classes):
-        where = train_root(args) if train is not None else root
+        where = args.render or (train_root(args) if train is not None else root)
         raise data_module.DataError(
             f"--num-classes {args.num_classes} does not match the {len(classes)} classes "
             f"found in {str(where)!r}")
@@ -219,6 +221,8 @@ def create_mixup(args, num_classes: int):
 def experiment_name(args) -> str:
     if args.experiment:
         return args.experiment
+    if args.render:
+        return f"{args.render}-rendered"
     return train_root(args).name if args.dataset == "folder" else args.dataset
 
 
