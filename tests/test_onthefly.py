@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from onepfrac import generate, png  # noqa: E402
+from onepfrac import datasets, generate, png  # noqa: E402
 from onepfrac.datasets import fractaldb, ofdb, ofdb3d, onepfrac as onepfrac_dataset  # noqa: E402
 from onepfrac.datasets.onthefly import OnTheFlyDataset  # noqa: E402
 
@@ -20,6 +20,12 @@ CONFIGS = {
     "ofdb": ofdb.Config(classes=3, size=64, points=3000, pad=2, search_size=64, search_points=3000),
     "3d-ofdb": ofdb3d.Config(classes=2, instances=4, size=48, points=2000),
 }
+# The other owners' modules, when installed: their configs come from their own defaults.
+for _name, _counts in (("visualatom", dict(classes=2, instances=3, size=48)), ("real-image", dict(classes=3, size=48))):
+    try:
+        CONFIGS[_name] = datasets.load(_name).Config(**_counts)
+    except datasets.UnknownDataset:
+        pass
 
 
 def as_array(sample):
