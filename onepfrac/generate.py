@@ -384,7 +384,7 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
     module = datasets.load(dataset)
     check_destination(base_savedir)
     root = base_savedir / datasets.folder_name(module, config)
-    classes, _ = datasets.counts(module, config)
+    classes, instances = datasets.counts(module, config)
     header = header_for(config, png_bits, png_compression, dataset)
     manifest_path = root / MANIFEST
     if manifest_path.exists():
@@ -417,7 +417,7 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
                 if not (i in log.records and all((root / f).exists() for f in datasets.record_files(log.records[i])))]
         workers = workers or available_cores()
         workers = min(workers, max(1, len(todo)))
-        bar = tqdm(total=classes, initial=classes - len(todo), unit="class",
+        bar = tqdm(total=classes, initial=classes - len(todo), unit="img" if instances == 1 else "class",
                    desc=root.name, disable=not progress, dynamic_ncols=True)
         context = (shared, png_bits, png_compression, str(root))
         _init_worker(dataset, config, *context, ignore_sigint=False)
@@ -428,7 +428,7 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
                     bar.update()
             else:
                 # fork shares the kernels compiled above; 1p-frac's classes are tiny, so hand them out in fours
-                chunksize = 4 if datasets.counts(module, config)[1] == 1 else 1
+                chunksize = 4 if instances == 1 else 1
                 with _pool_context().Pool(workers, _init_worker, (dataset, config, *context)) as pool:
                     for record in pool.imap_unordered(_make_class, todo, chunksize=chunksize):
                         log.add(record)
