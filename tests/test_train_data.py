@@ -177,3 +177,12 @@ def test_digits_folder_has_a_balanced_training_split_and_the_rest_as_validation(
     val = data.open_folder(root / "val", "--val-dir", progress=False)
     assert len(train) == 50 and np.bincount(train.labels).tolist() == [5] * 10
     assert len(train) + len(val) == 1797 and train.images.shape[1:] == (12, 12)
+
+
+def test_rendered_3d_ofdb_shows_a_class_a_new_random_view_each_epoch():
+    dataset = data.RenderedDataset("3d-ofdb", {"classes": 2, "seed": 0})
+    samples = data.SeededSamples(dataset, lambda image: np.asarray(image), seed=0)
+    views = {epoch: samples[(epoch, 0)][0] for epoch in range(6)}
+    assert len(dataset) == 2  # one sample a class, as the released 3D-OFDB loader
+    assert any(not np.array_equal(views[0], views[e]) for e in range(1, 6))
+    assert np.array_equal(samples[(3, 0)][0], views[3])

@@ -180,6 +180,10 @@ class RenderedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
+    def set_epoch(self, epoch: int) -> None:
+        """3D-OFDB shows one random view of each class an epoch, drawn from (seed, epoch, class)."""
+        self.source.set_epoch(epoch)
+
     def __getitem__(self, index: int):
         return self.source[index]
 
@@ -212,6 +216,9 @@ class SeededSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            # Set per sample, not per epoch, so DataLoader workers (copies) see it too.
+            self.dataset.set_epoch(epoch)
         image, label = self.dataset[index]
         in_main_process = torch.utils.data.get_worker_info() is None
         if in_main_process:
