@@ -17,7 +17,6 @@ import itertools
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 from scipy.stats import ks_2samp
 from timm.data.transforms import RandomResizedCropAndInterpolation
-from torch.utils.data.distributed import DistributedSampler
 
 from onepfrac.train.device_data import (DeviceAugment, DeviceDataset, crop_boxes,
                                         random_erase, resized_crop)
@@ -223,8 +222,9 @@ def test_same_seed_gives_the_same_augmented_batch():
 
 import timm.data.auto_augment as timm_auto_augment  # noqa: E402
 
-from onepfrac.train.device_data import (RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, ColorJitter,  # noqa: E402
-                                        RandAugment, _apply_where, parse_rand_augment)
+from onepfrac.train.device_randaugment import (RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS,  # noqa: E402
+                                              ColorJitter, RandAugment, _apply_where,
+                                              parse_rand_augment)
 
 PHOTOMETRIC = sorted(set(RAND_TRANSFORMS + RAND_INCREASING_TRANSFORMS)
                      - {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"})
@@ -335,7 +335,7 @@ def test_selection_on_a_subset_equals_selection_on_the_whole_batch():
     x = torch.from_numpy(np.stack([smooth_image(16, 16, 3, s) for s in range(6)])).float()
     mask = torch.tensor([True, False, True, True, False, False])
     factor = torch.linspace(0.2, 1.8, 6, dtype=torch.float64)
-    from onepfrac.train.device_data import contrast
+    from onepfrac.train.device_randaugment import contrast
     subset = _apply_where(x, mask, contrast, factor, subset=True)
     whole = _apply_where(x, mask, contrast, factor, subset=False)
     assert torch.equal(subset, whole) and torch.equal(subset[~mask], x[~mask])
