@@ -196,12 +196,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     first, _ = parser.parse_known_args(argv)
     parser.set_defaults(**RECIPE_DEFAULTS[first.mode])
-    if first.config:
-        parser.set_defaults(**read_config(first.config, parser))
+    config = read_config(first.config, parser) if first.config else {}
+    parser.set_defaults(**config)
     args = parser.parse_args(argv)
     given = {action.dest for action in parser._actions
              if any(a == o or a.startswith(o + "=") for a in argv for o in action.option_strings)}
-    args.explicit = sorted(given | set(read_config(first.config, parser) if first.config else ()))
+    args.explicit = sorted(given | set(config))
     for key, value in RECIPE_DEFAULTS[args.mode].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -246,8 +246,10 @@ def validate(args: argparse.Namespace) -> None:
     _need(args.lr is not None and args.lr > 0, "lr", args.lr, "expected a number > 0")
     _need(args.weight_decay >= 0, "weight-decay", args.weight_decay, "expected a number >= 0")
     _need(args.warmup_epochs >= 0, "warmup-epochs", args.warmup_epochs, "expected an integer >= 0")
-    _need(args.warmup_lr >= 0 and args.min_lr >= 0, "min-lr", args.min_lr, "expected >= 0")
-    _need(args.mixup >= 0 and args.cutmix >= 0, "mixup", args.mixup, "alphas must be >= 0")
+    _need(args.warmup_lr >= 0, "warmup-lr", args.warmup_lr, "expected a number >= 0")
+    _need(args.min_lr >= 0, "min-lr", args.min_lr, "expected a number >= 0")
+    _need(args.mixup >= 0, "mixup", args.mixup, "expected an alpha >= 0")
+    _need(args.cutmix >= 0, "cutmix", args.cutmix, "expected an alpha >= 0")
     _need(args.mixup_chunk >= 0, "mixup-chunk", args.mixup_chunk, "expected an integer >= 0")
     _need(args.mixup_mode in ("batch", "pair", "elem"), "mixup-mode", args.mixup_mode,
           "expected batch, pair or elem")
