@@ -301,8 +301,6 @@ def train(args, context: Context) -> int:
                  f"batch {args.batch_size} x {context.world_size}, {steps_per_epoch} steps/epoch, "
                  f"lr {scaled(args.lr, args, context):.3g}"
                  + (f", resuming after epoch {start_epoch}" if resumed else ""))
-    if start_epoch == 0 and not args.sched_on_updates:
-        scheduler.step(0)  # the epoch-0 lr is the warm-up start, as in timm's train loop
     name = f"{args.model}_{experiment_name(args)}"
     last_epoch_stats = {}
     for epoch in range(start_epoch, args.epochs):
