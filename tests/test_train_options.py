@@ -79,6 +79,7 @@ def test_missing_or_malformed_config_is_an_error(tmp_path):
     (["--dataset", "mnist"], "--dataset: 'mnist'"),
     (["--in-memory", "maybe"], "--in-memory: 'maybe'"),
     (["--aa", "rand-x9"], "--aa: 'rand-x9'"),
+    (["--fused-opt", "--opt", "lamb"], "--fused-opt: True .* not lamb"),
 ])
 def test_bad_values_are_rejected_naming_option_value_and_range(argv, message):
     with pytest.raises(cli.UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -43,6 +43,11 @@ def test_finetuning_drops_the_pretrained_head_and_reports_top1_and_top5(tmp_path
     assert all(0 <= r["val_acc1"] <= r["val_acc5"] <= 100 for r in records)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_acc1"] == max(r["val_acc1"] for r in records)
+    # End-to-end throughput: every sample of every epoch over the loop's wall time.
+    assert summary["train_samples"] > 0 and summary["train_samples"] % (10 * len(records)) == 0
+    assert summary["train_seconds"] > 0
+    assert summary["images_per_s_end_to_end"] == pytest.approx(
+        summary["train_samples"] / summary["train_seconds"])
     assert weights(out / "checkpoint_last.pth")["head.weight"].shape[0] == 10
     # The pre-trained trunk was loaded: the first block differs from a scratch model of the same seed.
     scratch = tmp_path / "scratch"
@@ -178,6 +183,30 @@ def test_released_weight_decay_reaches_pos_embed_unless_asked_otherwise():
                     if any(p is model.pos_embed for p in g["params"]))
 
     assert decay_of_pos_embed(True) == 0.05 and decay_of_pos_embed(False) == 0.0
+
+
+def test_fused_optimizer_takes_the_same_step_as_the_default_one():
+    import argparse
+
+    import timm
+
+    context = trainer.Context("none", 0, 1, 0, torch.device("cpu"), None)
+    weights = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=16,
+                                  depth=1, num_heads=2, num_classes=3)
+        args = argparse.Namespace(decay_pos_embed=True, weight_decay=0.05, opt="adamw", lr=1e-2,
+                                  batch_size=32, lr_base_batch=512, momentum=0.9, opt_eps=1e-8,
+                                  fused_opt=fused)
+        optimizer = trainer.create_optimizer(args, model, context)
+        assert optimizer.defaults.get("fused") is (True if fused else None)
+        for _ in range(3):
+            model(torch.rand(4, 3, 16, 16)).logsumexp(1).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)  # rounding only
 
 
 def test_mixup_chunks_draw_one_lambda_per_chunk():

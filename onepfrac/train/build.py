@@ -87,6 +87,8 @@ def create_optimizer(args, model, context: Context):
         params = model
         kwargs = dict(weight_decay=args.weight_decay)
     extra = {"eps": args.opt_eps} if args.opt.lower() not in ("sgd", "momentum", "nesterov") else {}
+    if getattr(args, "fused_opt", False):
+        extra["fused"] = True
     return create_optimizer_v2(params, opt=args.opt, lr=scaled(args.lr, args, context),
                                momentum=args.momentum, **kwargs, **extra)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 MODES = ("pretrain", "finetune", "eval")
+FUSED_OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov")  # torch's own, which take fused=
 
 # The released recipes (../shared/REFERENCE.md): pre-training 1p-frac and fine-tuning, DeiT-style.
 RECIPE_DEFAULTS = {
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--momentum", type=float, default=0.9)
     optim.add_argument("--opt-eps", type=float, default=1e-8)
     optim.add_argument("--clip-grad", type=float, default=None)
+    optim.add_argument("--fused-opt", action=argparse.BooleanOptionalAction, default=False,
+                       help="torch's fused (single-kernel) Adam/AdamW/SGD step; same maths, "
+                            "fewer launches")
     optim.add_argument("--decay-pos-embed", action=argparse.BooleanOptionalAction, default=None,
                        help="weight-decay pos_embed/cls_token as the released runs did")
     optim.add_argument("--sched", default="cosine")
@@ -260,6 +264,8 @@ def validate(args: argparse.Namespace) -> None:
     _need(0 < args.crop_pct <= 1, "crop-pct", args.crop_pct, "expected 0 < crop-pct <= 1")
     _need(args.num_classes is None or args.num_classes >= 1, "num-classes", args.num_classes,
           "expected an integer >= 1")
+    _need(not args.fused_opt or args.opt.lower() in FUSED_OPTIMIZERS, "fused-opt", args.fused_opt,
+          f"--fused-opt needs --opt in {', '.join(FUSED_OPTIMIZERS)}, not {args.opt}")
     _need(args.workers is None or args.workers >= 0, "workers", args.workers,
           "expected an integer >= 0")
     _need(args.stop_after is None or args.stop_after >= 1, "stop-after", args.stop_after,

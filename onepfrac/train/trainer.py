@@ -303,6 +303,7 @@ def train(args, context: Context) -> int:
                  + (f", resuming after epoch {start_epoch}" if resumed else ""))
     name = f"{args.model}_{experiment_name(args)}"
     last_epoch_stats = {}
+    loop_start, epochs_run = time.perf_counter(), 0
     for epoch in range(start_epoch, args.epochs):
         # Main-process randomness (Mixup, drop path) restarts from (seed, epoch, rank), so a
         # run resumed at any epoch boundary continues exactly as an uninterrupted one.
@@ -320,6 +321,7 @@ def train(args, context: Context) -> int:
         record = {"epoch": epoch + 1, "train_loss": stats["train_loss"], "lr": lr,
                   "images_per_s": stats["images_per_s"]}
         done = epoch + 1
+        epochs_run += 1
         if val is not None and (done % args.eval_every == 0 or done == args.epochs):
             result = engine.evaluate(model_ema.module if model_ema is not None else model, val,
                                      context=context, num_classes=num_classes,
@@ -345,9 +347,16 @@ def train(args, context: Context) -> int:
                          "continue with --resume auto")
             break
     metrics.close()
+    # End to end: epoch boundaries, evaluation, logging and checkpoints included.
+    loop_seconds = time.perf_counter() - loop_start
+    samples = epochs_run * steps_per_epoch * args.batch_size * context.world_size
+    log(context, f"{samples} training samples in {loop_seconds:.1f} s: "
+                 f"{samples / max(loop_seconds, 1e-9):.1f} images/s end to end")
     summary = {"mode": args.mode, "model": args.model, "epochs": args.epochs,
                "num_classes": num_classes, "best_acc1": best["acc1"], "best_epoch": best["epoch"],
                "last": last_epoch_stats, "world_size": context.world_size,
+               "train_seconds": loop_seconds, "train_samples": samples,
+               "images_per_s_end_to_end": samples / max(loop_seconds, 1e-9),
                "replicas_identical": replicas_identical(model, context)}
     if not summary["replicas_identical"]:
         log(context, "warning: the model's copies differ between processes after training")
