@@ -5,7 +5,8 @@ Two settings: the CPU protocol (32 px from 64-px sources) and the released one (
 RandAugment rand-m9-mstd0.5-inc1, vflip 0.5, random erasing). timm's figure is one process on
 one thread (a DataLoader worker's share); multiply by the worker count for a loader's rate.
 
-    python benchmarks/bench_device_aug.py [--device cuda] [--threads 1] [--batches 5]
+    python benchmarks/bench_device_aug.py [--device cuda] [--threads 1] [--batches 5] [--batch 64]
+    python benchmarks/bench_device_aug.py --device cuda --batch 1024 --profile   # where the time goes
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's top ops for the released setting")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -79,6 +82,27 @@ def main():
         theirs = timm_rate(images, img_size, args.batch * (args.batches if source == 64 else 2))
         print(f"{name:13s} {source:3d} px gray -> {img_size:3d}: DeviceAugment {ours:9.0f} img/s   "
               f"timm transform (1 thread) {theirs:7.0f} img/s   ratio {ours / theirs:5.1f}")
+    if args.profile:
+        profile(fractal_like(64, 512), 224, args.batch, device)
+
+
+def profile(images, img_size, batch, device, rows=15):
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    augment = DeviceAugment(img_size, **RECIPE).to(device)
+    data = torch.from_numpy(images)[:, None].to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    index = torch.randint(0, len(data), (batch,), generator=generator, device=device)
+    augment(data[index], generator)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(3):
+            augment(data[index], generator)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # What this project measures on one GPU, in one command, written to OUTDIR:
+#   aug      bench_device_aug.py on the GPU at batch 256 and 1,024, with torch.profiler's top
+#            ops (where the device augmentation's time goes). -> aug.log
 #   bench    bench_train.py on the released pre-training recipe (ViT-Tiny/16 at 224, L = 1000
 #            gray 512-px images): batch 256 and 1,024; fp16 (released AMP) and bf16; the fused
 #            optimiser, torch.compile and channels-last; model-only vs loader vs device, with MFU.
@@ -10,17 +12,21 @@
 #   sweep    train/grids/gpu_delta.yaml (Table 5 at one-GPU scale), seed by seed.
 #            -> sweep.log, sweep_results.md, sweep_results.csv
 #
-#   bash benchmarks/gpu_report.sh OUTDIR [bench] [trainer] [sweep]     (default: all three)
+#   bash benchmarks/gpu_report.sh OUTDIR [aug] [bench] [trainer] [sweep]     (default: all four)
 #
 # Environment: PYTHON (default python3), DATA (where the 1p-frac set is generated, default
 # /tmp/onepfrac_gpu), WORKERS (loader workers, default: cores - 2), E2E_EPOCHS (default 400),
 # SWEEP_SEEDS (default "0 1 2"), SWEEP_DEADLINE (seconds after which no new seed starts),
-# BENCH_EXTRA and E2E_EXTRA (more trainer options for the bench and trainer parts).
+# BENCH_EXTRA and E2E_EXTRA (more trainer options for the bench and trainer parts), BENCH_RUNS
+# (the bench runs' tags to do, default all), PIPELINES (default "loader device"), LAUNCHERS
+# (default "torchrun mpi").
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUTDIR=${1:?usage: bash benchmarks/gpu_report.sh OUTDIR [bench] [trainer] [sweep]}
+OUTDIR=${1:?usage: bash benchmarks/gpu_report.sh OUTDIR [aug] [bench] [trainer] [sweep]}
 shift
-PARTS=${*:-bench trainer sweep}
+PARTS=${*:-aug bench trainer sweep}
+PIPELINES=${PIPELINES:-loader device}
+LAUNCHERS=${LAUNCHERS:-torchrun mpi}
 PYTHON=$(command -v "${PYTHON:-python3}")
 DATA=${DATA:-/tmp/onepfrac_gpu}
 WORKERS=${WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
@@ -41,21 +47,31 @@ if [ ! -d "$DATA/$NAME" ]; then
         --samples 1000 --base-savedir "$DATA" --no-progress
 fi
 
+case " $PARTS " in *" aug "*)
+    for batch in 256 1024; do
+        say "bench_device_aug.py --batch $batch"
+        "$PYTHON" benchmarks/bench_device_aug.py --device cuda --batch "$batch" --batches 10 --profile \
+            2>&1 | grep -v "^USDT\|^ERROR:.*gpuGetDeviceCount" | tee -a "$OUTDIR/aug.log"
+    done
+    ;;
+esac
+
 case " $PARTS " in *" bench "*)
     say "bench_train.py matrix ($WORKERS loader workers)"
     bench() {
         local tag=$1; shift
+        case " ${BENCH_RUNS:-$tag} " in *" $tag "*) ;; *) return ;; esac
         say "bench $tag: $*"
         "$PYTHON" benchmarks/bench_train.py -c train/configs/pretrain_1p-frac_vit_tiny.yaml \
             --data-dir "$DATA/$NAME" --workers "$WORKERS" --json "$WORK/$tag.json" "$@" ${BENCH_EXTRA:-} 2>&1 \
             | grep -v "^data pipeline" | tee -a "$OUTDIR/bench.log"
         [ -f "$WORK/$tag.json" ] && { tr -d '\n' < "$WORK/$tag.json"; echo; } >> "$OUTDIR/bench.jsonl"
     }
-    bench b256_fp16 --batch-size 256 --amp fp16
-    bench b256_bf16 --batch-size 256 --amp bf16
+    bench b256_fp16 --batch-size 256 --amp fp16 --pipelines $PIPELINES
+    bench b256_bf16 --batch-size 256 --amp bf16 --pipelines $PIPELINES
     bench b256_bf16_fused --batch-size 256 --amp bf16 --fused-opt --pipelines device
     bench b256_bf16_fused_compile --batch-size 256 --amp bf16 --fused-opt --compile --pipelines device
-    bench b1024_bf16 --batch-size 1024 --repeats 4 --amp bf16
+    bench b1024_bf16 --batch-size 1024 --repeats 4 --amp bf16 --pipelines $PIPELINES
     bench b1024_bf16_fused_compile --batch-size 1024 --repeats 4 --amp bf16 --fused-opt --compile --pipelines device
     bench b1024_bf16_fused_compile_cl --batch-size 1024 --repeats 4 --amp bf16 --fused-opt --compile \
         --channels-last --pipelines device
@@ -77,8 +93,8 @@ case " $PARTS " in *" trainer "*)
               tr -d '\n' < "$WORK/e2e_$launcher/summary.json"; echo "}"; } >> "$OUTDIR/trainer.jsonl"
         fi
     }
-    e2e torchrun "$E2E_EPOCHS" --amp bf16 --fused-opt
-    e2e mpi $((E2E_EPOCHS / 4)) --amp fp16
+    case " $LAUNCHERS " in *" torchrun "*) e2e torchrun "$E2E_EPOCHS" --amp bf16 --fused-opt --compile ;; esac
+    case " $LAUNCHERS " in *" mpi "*) e2e mpi $((E2E_EPOCHS / 4)) --amp fp16 ;; esac
     ;;
 esac
 

@@ -223,7 +223,7 @@ def test_same_seed_gives_the_same_augmented_batch():
 import timm.data.auto_augment as timm_auto_augment  # noqa: E402
 
 from onepfrac.train.device_randaugment import (RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS,  # noqa: E402
-                                              ColorJitter, RandAugment, _apply_where,
+                                              ColorJitter, RandAugment, apply_grouped, group_by,
                                               parse_rand_augment)
 
 PHOTOMETRIC = sorted(set(RAND_TRANSFORMS + RAND_INCREASING_TRANSFORMS)
@@ -330,15 +330,17 @@ def test_uniform_magnitude_when_mstd_is_infinite():
     assert magnitude.min() >= 0 and magnitude.max() <= 7 and abs(magnitude.mean().item() - 3.5) < 0.05
 
 
-def test_selection_on_a_subset_equals_selection_on_the_whole_batch():
-    """The CPU path (compute the chosen samples) and the accelerator path (compute all, select)."""
-    x = torch.from_numpy(np.stack([smooth_image(16, 16, 3, s) for s in range(6)])).float()
-    mask = torch.tensor([True, False, True, True, False, False])
-    factor = torch.linspace(0.2, 1.8, 6, dtype=torch.float64)
+def test_ops_run_on_their_own_group_and_match_the_whole_batch_op_selected():
+    choice = torch.tensor([2, -1, 0, 2, 1, -1, 2])
+    groups = group_by(choice, 4)
+    assert [g.tolist() for g in groups] == [[2], [4], [0, 3, 6], []]
+    x = torch.from_numpy(np.stack([smooth_image(16, 16, 3, s) for s in range(7)])).float()
+    factor = torch.linspace(0.2, 1.8, 7, dtype=torch.float64)
     from onepfrac.train.device_randaugment import contrast
-    subset = _apply_where(x, mask, contrast, factor, subset=True)
-    whole = _apply_where(x, mask, contrast, factor, subset=False)
-    assert torch.equal(subset, whole) and torch.equal(subset[~mask], x[~mask])
+    grouped = apply_grouped(x.clone(), groups[2], contrast, factor)
+    chosen = (choice == 2).view(-1, 1, 1, 1)
+    assert torch.equal(grouped, torch.where(chosen, contrast(x, factor), x))
+    assert torch.equal(apply_grouped(x.clone(), groups[3], contrast, factor), x)  # an empty group
 
 
 def test_color_jitter_only_without_auto_augment_as_timm():
