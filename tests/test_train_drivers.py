@@ -67,6 +67,22 @@ def test_finetune_script_fine_tunes_from_a_checkpoint_on_an_image_folder(tmp_pat
     assert 0 <= record["val_acc1"] <= 100
 
 
+def test_unset_driver_variables_leave_the_config_values_in_force(tmp_path, digits_folder):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model: vit_tiny_patch16_224\nepochs: 2\nbatch_size: 20\nnum_classes: 10\n")
+    out = tmp_path / "fine"
+    result = run_script(FINETUNE, tmp_path, DATASET_NAME=digits_folder.name, BASE_DATADIR=digits_folder.parent,
+                        CONFIG=config, OUTPUT_DIR=out, EXTRA_ARGS=TINY_EXTRA + " --eval-every 2")
+    assert result.returncode == 0, result.stderr
+    assert "batch 20 x 1" in result.stdout and "10 classes" in result.stdout
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    # The default output folder is named after the config when MODEL_NAME is unset.
+    result = run_script(FINETUNE, tmp_path, DATASET_NAME=digits_folder.name, BASE_DATADIR=digits_folder.parent,
+                        CONFIG=config, EPOCHS=1, EXTRA_ARGS=TINY_EXTRA)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "output" / "finetune" / f"tiny_{digits_folder.name}" / "summary.json").is_file()
+
+
 def test_finetune_script_names_a_missing_cifar_directory(tmp_path):
     result = run_script(FINETUNE, tmp_path, DATASET_NAME="cifar100", BASE_DATADIR=tmp_path / "none",
                         EPOCHS=1, EXTRA_ARGS=TINY_EXTRA, OUTPUT_DIR=tmp_path / "o")

