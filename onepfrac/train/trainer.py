@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -80,7 +79,9 @@ def open_datasets(args, context: Context):
 def workers_for(args) -> int:
     if args.workers is not None:
         return args.workers
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    from onepfrac.generate import available_cores
+
+    return min(8, available_cores())
 
 
 def train_batches(args, dataset, context: Context, start_epoch: int):
