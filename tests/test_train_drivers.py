@@ -76,11 +76,11 @@ def test_unset_driver_variables_leave_the_config_values_in_force(tmp_path, digit
     assert result.returncode == 0, result.stderr
     assert "batch 20 x 1" in result.stdout and "10 classes" in result.stdout
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    # The default output folder is named after the config when MODEL_NAME is unset.
+    # The default output folder is named after the config's model when MODEL_NAME is unset.
     result = run_script(FINETUNE, tmp_path, DATASET_NAME=digits_folder.name, BASE_DATADIR=digits_folder.parent,
                         CONFIG=config, EPOCHS=1, EXTRA_ARGS=TINY_EXTRA)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "output" / "finetune" / f"tiny_{digits_folder.name}" / "summary.json").is_file()
+    assert (tmp_path / "output" / "finetune" / f"vit_tiny_patch16_224_{digits_folder.name}" / "summary.json").is_file()
 
 
 def test_finetune_script_names_a_missing_cifar_directory(tmp_path):

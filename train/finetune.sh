@@ -18,7 +18,9 @@ CONFIG=${CONFIG:-$(dirname "$0")/configs/finetune_cifar100_vit_tiny.yaml}
 MODEL_NAME=${MODEL_NAME:-}
 EPOCHS=${EPOCHS:-}
 BATCH_SIZE=${BATCH_SIZE:-}        # per process
-OUTPUT_DIR=${OUTPUT_DIR:-./output/finetune/${MODEL_NAME:-$(basename "$CONFIG" .yaml)}_${DATASET_NAME}}
+# The output folder is named after the model: MODEL_NAME, else the config's `model:` line.
+CONFIG_MODEL=$(sed -nE 's/^model:[[:space:]]*([A-Za-z0-9_.-]+).*/\1/p' "$CONFIG" 2>/dev/null | head -n 1 || true)
+OUTPUT_DIR=${OUTPUT_DIR:-./output/finetune/${MODEL_NAME:-${CONFIG_MODEL:-model}}_${DATASET_NAME}}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 
 DATASET_KIND=folder

@@ -12,7 +12,9 @@ CONFIG=${CONFIG:-$(dirname "$0")/configs/pretrain_1p-frac_vit_tiny.yaml}
 MODEL_NAME=${MODEL_NAME:-}
 EPOCHS=${EPOCHS:-}
 BATCH_SIZE=${BATCH_SIZE:-}        # per process; released: 32 x 8 GPUs = 256
-OUTPUT_DIR=${OUTPUT_DIR:-./output/pretrain/${MODEL_NAME:-$(basename "$CONFIG" .yaml)}_${ONEPFRAC_NAME}}
+# The output folder is named after the model: MODEL_NAME, else the config's `model:` line.
+CONFIG_MODEL=$(sed -nE 's/^model:[[:space:]]*([A-Za-z0-9_.-]+).*/\1/p' "$CONFIG" 2>/dev/null | head -n 1 || true)
+OUTPUT_DIR=${OUTPUT_DIR:-./output/pretrain/${MODEL_NAME:-${CONFIG_MODEL:-model}}_${ONEPFRAC_NAME}}
 EXTRA_ARGS=${EXTRA_ARGS:-}        # any option of `python -m onepfrac.train --help`
 
 # The number of classes is the dataset name's sample{L} part, as in the released script.
