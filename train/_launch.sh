@@ -18,6 +18,14 @@ set_options() {
     [ -z "${CLASS_NUM:-}" ] || echo --num-classes "$CLASS_NUM"
 }
 
+# The default output folder ./output/KIND/{model}_NAME, the model being MODEL_NAME or else the
+# CONFIG file's `model:` line.
+default_output_dir() {
+    local model
+    model=$(sed -nE 's/^model:[[:space:]]*([A-Za-z0-9_.-]+).*/\1/p' "$CONFIG" 2>/dev/null | head -n 1 || true)
+    echo "./output/$1/${MODEL_NAME:-${model:-model}}_$2"
+}
+
 launch() {
     case "$LAUNCHER" in
         none)

@@ -18,9 +18,7 @@ CONFIG=${CONFIG:-$(dirname "$0")/configs/finetune_cifar100_vit_tiny.yaml}
 MODEL_NAME=${MODEL_NAME:-}
 EPOCHS=${EPOCHS:-}
 BATCH_SIZE=${BATCH_SIZE:-}        # per process
-# The output folder is named after the model: MODEL_NAME, else the config's `model:` line.
-CONFIG_MODEL=$(sed -nE 's/^model:[[:space:]]*([A-Za-z0-9_.-]+).*/\1/p' "$CONFIG" 2>/dev/null | head -n 1 || true)
-OUTPUT_DIR=${OUTPUT_DIR:-./output/finetune/${MODEL_NAME:-${CONFIG_MODEL:-model}}_${DATASET_NAME}}
+OUTPUT_DIR=${OUTPUT_DIR:-}          # default ./output/finetune/{MODEL_NAME or the config's model}_${DATASET_NAME}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 
 DATASET_KIND=folder
@@ -30,6 +28,7 @@ if [ -n "$CKPT_PATH" ]; then OPTIONAL+=(--ckpt "$CKPT_PATH"); fi
 if [ -n "$TRAIN_DATADIR" ]; then OPTIONAL+=(--train-dir "$TRAIN_DATADIR"); fi
 if [ -n "$VAL_DATADIR" ]; then OPTIONAL+=(--val-dir "$VAL_DATADIR"); fi
 source "$(dirname "$0")/_launch.sh"
+OUTPUT_DIR=${OUTPUT_DIR:-$(default_output_dir finetune "$DATASET_NAME")}
 # shellcheck disable=SC2086  # EXTRA_ARGS is split into options on purpose
 launch finetune --config "$CONFIG" --dataset "$DATASET_KIND" --data-dir "$BASE_DATADIR/$DATASET_NAME" \
     $(set_options) --output-dir "$OUTPUT_DIR" --experiment "$DATASET_NAME" "${OPTIONAL[@]}" $EXTRA_ARGS

@@ -12,9 +12,7 @@ CONFIG=${CONFIG:-$(dirname "$0")/configs/pretrain_1p-frac_vit_tiny.yaml}
 MODEL_NAME=${MODEL_NAME:-}
 EPOCHS=${EPOCHS:-}
 BATCH_SIZE=${BATCH_SIZE:-}        # per process; released: 32 x 8 GPUs = 256
-# The output folder is named after the model: MODEL_NAME, else the config's `model:` line.
-CONFIG_MODEL=$(sed -nE 's/^model:[[:space:]]*([A-Za-z0-9_.-]+).*/\1/p' "$CONFIG" 2>/dev/null | head -n 1 || true)
-OUTPUT_DIR=${OUTPUT_DIR:-./output/pretrain/${MODEL_NAME:-${CONFIG_MODEL:-model}}_${ONEPFRAC_NAME}}
+OUTPUT_DIR=${OUTPUT_DIR:-}          # default ./output/pretrain/{MODEL_NAME or the config's model}_${ONEPFRAC_NAME}
 EXTRA_ARGS=${EXTRA_ARGS:-}        # any option of `python -m onepfrac.train --help`
 
 # The number of classes is the dataset name's sample{L} part, as in the released script.
@@ -23,6 +21,7 @@ if [ -z "$CLASSES" ]; then
     echo "error: ONEPFRAC_NAME=$ONEPFRAC_NAME has no sample{L} part to read the class count from" >&2; exit 2
 fi
 source "$(dirname "$0")/_launch.sh"
+OUTPUT_DIR=${OUTPUT_DIR:-$(default_output_dir pretrain "$ONEPFRAC_NAME")}
 # shellcheck disable=SC2086  # EXTRA_ARGS is split into options on purpose
 launch pretrain --config "$CONFIG" --data-dir "$BASE_DATADIR/$ONEPFRAC_NAME" --num-classes "$CLASSES" \
     $(CLASS_NUM= set_options) --output-dir "$OUTPUT_DIR" --experiment "$ONEPFRAC_NAME" $EXTRA_ARGS

@@ -351,13 +351,14 @@ def train(args, context: Context) -> int:
     # End to end: epoch boundaries, evaluation, logging and checkpoints included.
     loop_seconds = time.perf_counter() - loop_start
     samples = epochs_run * steps_per_epoch * args.batch_size * context.world_size
+    end_to_end = samples / max(loop_seconds, 1e-9)
     log(context, f"{samples} training samples in {loop_seconds:.1f} s: "
-                 f"{samples / max(loop_seconds, 1e-9):.1f} images/s end to end")
+                 f"{end_to_end:.1f} images/s end to end")
     summary = {"mode": args.mode, "model": args.model, "epochs": args.epochs,
                "num_classes": num_classes, "best_acc1": best["acc1"], "best_epoch": best["epoch"],
                "last": last_epoch_stats, "world_size": context.world_size,
                "train_seconds": loop_seconds, "train_samples": samples,
-               "images_per_s_end_to_end": samples / max(loop_seconds, 1e-9),
+               "images_per_s_end_to_end": end_to_end,
                "replicas_identical": replicas_identical(model, context)}
     if not summary["replicas_identical"]:
         log(context, "warning: the model's copies differ between processes after training")
