@@ -7,11 +7,16 @@ one thread (a DataLoader worker's share); multiply by the worker count for a loa
 
     python benchmarks/bench_device_aug.py [--device cuda] [--threads 1] [--batches 5] [--batch 64]
     python benchmarks/bench_device_aug.py --device cuda --batch 1024 --profile   # where the time goes
+    python benchmarks/bench_device_aug.py --count-ops    # kernels a batch launches; runs without a GPU
+
+--count-ops runs the released setting on the meta device (shapes, no data), so it needs no GPU:
+every op that reaches the device is counted, and any value read back from it would fail there.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import time
 
 import numpy as np
@@ -41,17 +46,50 @@ def fractal_like(count, size, seed=0) -> np.ndarray:
 def device_rate(images, img_size, batch, batches, device) -> float:
     augment = DeviceAugment(img_size, **RECIPE).to(device)
     data = torch.from_numpy(images)[:, None].to(device)
-    generator = torch.Generator(device=device).manual_seed(0)
-    index = torch.randint(0, len(data), (batches + 1, batch), generator=generator, device=device)
-    augment(data[index[0]], generator)  # warm-up
+    generator = torch.Generator().manual_seed(0)  # parameters are drawn on the host
+    index = torch.randint(0, len(data), (batches + 1, batch), generator=generator).to(device)
+    augment(data, generator, index=index[0])  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for step in range(1, batches + 1):
-        augment(data[index[step]], generator)
+        augment(data, generator, index=index[step])
     if device.type == "cuda":
         torch.cuda.synchronize()
     return batches * batch / (time.perf_counter() - start)
+
+
+def count_ops(batches=(64, 256, 1024), img_size=224, source=512) -> None:
+    """Device kernels (ops that are not views) and host ops per batch, with the host's planning time."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.counts = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            on_device = any(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in tree_leaves(out))
+            self.counts["view" if func.is_view else ("device" if on_device else "host")] += 1
+            return out
+
+    augment = DeviceAugment(img_size, **RECIPE).to("meta")
+    data = torch.empty((1000, 1, source, source), dtype=torch.uint8, device="meta")
+    generator = torch.Generator().manual_seed(0)
+    for batch in batches:
+        index = torch.randint(0, len(data), (batch,), generator=generator).to("meta")
+        with Count() as counter:
+            augment(data, generator, index=index)
+        start = time.perf_counter()
+        for _ in range(20):
+            augment.plan(batch, source, source, generator)
+        planning = (time.perf_counter() - start) / 20
+        print(f"batch {batch:5d}: {counter.counts['device']} device kernels, {counter.counts['view']} views, "
+              f"{counter.counts['host']} host ops, host planning {planning * 1e3:.2f} ms, "
+              f"{sum(a.nbytes for a in augment.plan(batch, source, source, generator).packet.arrays.values())} "
+              "bytes in one copy, 0 reads back")
 
 
 def timm_rate(images, img_size, count) -> float:
@@ -72,8 +110,13 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--profile", action="store_true",
                         help="also print torch.profiler's top ops for the released setting")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="only count the kernels and host work of one batch (meta device, no GPU needed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.count_ops:
+        count_ops()
+        return
     device = torch.device(args.device)
     print(f"device {device}, torch threads {args.threads}, batch {args.batch}")
     for name, source, img_size in [("CPU protocol", 64, 32), ("released", 512, 224)]:
@@ -92,13 +135,13 @@ def profile(images, img_size, batch, device, rows=15):
 
     augment = DeviceAugment(img_size, **RECIPE).to(device)
     data = torch.from_numpy(images)[:, None].to(device)
-    generator = torch.Generator(device=device).manual_seed(0)
-    index = torch.randint(0, len(data), (batch,), generator=generator, device=device)
-    augment(data[index], generator)
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randint(0, len(data), (batch,), generator=generator).to(device)
+    augment(data, generator, index=index)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch_profile(activities=activities) as prof:
         for _ in range(3):
-            augment(data[index], generator)
+            augment(data, generator, index=index)
         if device.type == "cuda":
             torch.cuda.synchronize()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"

@@ -7,6 +7,7 @@ with fixed seeds, so every comparison is deterministic.
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 from scipy.stats import ks_2samp
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
-from onepfrac.train.device_data import (DeviceAugment, DeviceDataset, crop_boxes,
+from onepfrac.train.device_data import (DeviceAugment, DeviceDataset, crop_boxes, crop_plan,
                                         random_erase, resized_crop)
 
 # Two-sample KS statistic above which two samples of 4,000 differ (p < 0.001 is 0.044).
@@ -113,7 +114,7 @@ def test_crop_boxes_have_timms_distribution():
         image = Image.new("L", (width, height))
         timm_boxes = np.array([RandomResizedCropAndInterpolation.get_params(image, scale, ratio)
                                for _ in range(4000)], dtype=np.float64)
-        ours = torch.stack(crop_boxes(4000, height, width, scale, ratio, generator(1), "cpu"), 1).numpy()
+        ours = np.stack(crop_boxes(4000, height, width, scale, ratio, generator(1)), 1)
         for column, name in enumerate(["top", "left", "height", "width"]):
             statistic = ks_2samp(ours[:, column], timm_boxes[:, column]).statistic
             assert statistic < KS_LIMIT, (height, width, name, statistic)
@@ -132,7 +133,8 @@ def test_resized_crop_is_pils_bicubic_resize_of_the_crop(source, size):
         h, w = (int(v) for v in rng.integers(4, source + 1, 2))
         top, left = int(rng.integers(0, source - h + 1)), int(rng.integers(0, source - w + 1))
         pil = to_pil(image).crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
-        ours = resized_crop(torch.from_numpy(image)[None], *(torch.tensor([v]) for v in (top, left, h, w)), size)
+        plan = torch.from_numpy(crop_plan([top], [left], [h], [w], size))
+        ours = resized_crop(torch.from_numpy(image)[None], plan, size)
         difference = np.abs(ours[0].numpy() - from_pil(pil).astype(np.float64))
         assert difference.max() <= 1 and difference.mean() < 0.05  # PIL's fixed-point weights
 
@@ -223,7 +225,7 @@ def test_same_seed_gives_the_same_augmented_batch():
 import timm.data.auto_augment as timm_auto_augment  # noqa: E402
 
 from onepfrac.train.device_randaugment import (RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS,  # noqa: E402
-                                              ColorJitter, RandAugment, apply_grouped, group_by,
+                                              ColorJitter, Layer, RandAugment, Schedule, apply_layers,
                                               parse_rand_augment)
 
 PHOTOMETRIC = sorted(set(RAND_TRANSFORMS + RAND_INCREASING_TRANSFORMS)
@@ -245,8 +247,7 @@ def ours_op(name, image, magnitude, sign, fill=(128, 128, 128)):
     augment = RandAugment("rand-m9-inc1" if name in RAND_INCREASING_TRANSFORMS else "rand-m9", fill)
     op = torch.tensor([augment.names.index(name)])
     x = torch.from_numpy(image)[None].float()
-    out = augment.apply_ops(x, op, torch.tensor([magnitude], dtype=torch.float64),
-                            torch.tensor([float(sign)], dtype=torch.float64))
+    out = augment.apply(x, op[None].numpy(), np.array([[magnitude]]), np.array([[float(sign)]]))
     return out[0].numpy()
 
 
@@ -311,7 +312,7 @@ def test_parse_reads_timms_config_string():
 def test_released_config_draws_ops_and_magnitudes_as_timm():
     augment = RandAugment("rand-m9-mstd0.5-inc1")
     assert augment.names == tuple(timm_auto_augment._RAND_INCREASING_TRANSFORMS)
-    op, magnitude, sign = augment.draw(50_000, generator(), "cpu")
+    op, magnitude, sign = (torch.from_numpy(a) for a in augment.draw(50_000, generator()))
     assert op.shape == (2, 50_000)
     applied = op >= 0
     assert abs(applied.float().mean().item() - 0.5) < 0.005  # each layer with p 0.5
@@ -326,21 +327,56 @@ def test_released_config_draws_ops_and_magnitudes_as_timm():
 
 
 def test_uniform_magnitude_when_mstd_is_infinite():
-    _, magnitude, _ = RandAugment("rand-m7-mstd101").draw(20_000, generator(), "cpu")
-    assert magnitude.min() >= 0 and magnitude.max() <= 7 and abs(magnitude.mean().item() - 3.5) < 0.05
+    _, magnitude, _ = RandAugment("rand-m7-mstd101").draw(20_000, generator())
+    assert magnitude.min() >= 0 and magnitude.max() <= 7 and abs(magnitude.mean() - 3.5) < 0.05
 
 
-def test_ops_run_on_their_own_group_and_match_the_whole_batch_op_selected():
-    choice = torch.tensor([2, -1, 0, 2, 1, -1, 2])
-    groups = group_by(choice, 4)
-    assert [g.tolist() for g in groups] == [[2], [4], [0, 3, 6], []]
+def test_schedule_sorts_each_layer_so_every_op_is_one_slice():
+    first = Layer(np.array([2, 0, 1, 2, 1, 0, 2]), np.zeros(7), (None, None))
+    second = Layer(np.array([1, 1, 0, 0, 0, 1, 0]), np.zeros(7), (None,))
+    schedule = Schedule([first, second], 7)
+    assert schedule.rows.tolist() == [1, 5, 2, 4, 0, 3, 6]  # stable, by the first layer's key
+    assert schedule.bounds[0] == [0, 2, 4, 7]
+    # the second layer sorts from where the first left the samples
+    assert schedule.order.tolist() == [2, 4, 3, 6, 1, 5, 0]
+    assert schedule.bounds[1] == [0, 4, 7]
+    assert (schedule.order[schedule.restore] == np.arange(7)).all()
+
+
+def test_grouped_ops_equal_each_sample_on_its_own_in_sample_order():
+    from onepfrac.train.device_randaugment import _photometric, brightness, contrast
+    key = np.array([2, 0, 1, 2, 1, 0, 2])
+    factor = np.linspace(0.2, 1.8, 7)
     x = torch.from_numpy(np.stack([smooth_image(16, 16, 3, s) for s in range(7)])).float()
-    factor = torch.linspace(0.2, 1.8, 7, dtype=torch.float64)
-    from onepfrac.train.device_randaugment import contrast
-    grouped = apply_grouped(x.clone(), groups[2], contrast, factor)
-    chosen = (choice == 2).view(-1, 1, 1, 1)
-    assert torch.equal(grouped, torch.where(chosen, contrast(x, factor), x))
-    assert torch.equal(apply_grouped(x.clone(), groups[3], contrast, factor), x)  # an empty group
+    out = apply_layers(x, [Layer(key, factor, (_photometric(contrast), _photometric(brightness)))])
+    for i, k in enumerate(key):
+        alone = x[i:i + 1] if k == 0 else (contrast, brightness)[k - 1](x[i:i + 1], torch.tensor([factor[i]]))
+        assert torch.equal(out[i:i + 1], alone), i
+
+
+def test_host_draws_are_independent_of_the_device():
+    # the meta device holds no data: any value read back from the device would fail here
+    augment = DeviceAugment(32, hflip=0.5, vflip=0.5, re_prob=0.5, mean=(0.5,) * 3, std=(0.5,) * 3).to("meta")
+    images = torch.empty((1000, 1, 64, 64), dtype=torch.uint8, device="meta")
+    index = torch.arange(16, device="meta")
+    out = augment(images, generator(), index=index)
+    assert out.shape == (16, 3, 32, 32) and out.device.type == "meta"
+
+
+def test_index_into_the_dataset_equals_augmenting_the_gathered_batch():
+    images = torch.from_numpy(np.stack([smooth_image(40, 40, 1, s) for s in range(10)]))
+    augment = DeviceAugment(24, hflip=0.5, vflip=0.5, re_prob=0.5, mean=(0.5,) * 3, std=(0.5,) * 3)
+    index = [7, 2, 2, 9, 0, 4]
+    expected = augment(images[index], generator(5))
+    assert torch.equal(augment(images, generator(5), index=torch.tensor(index)), expected)
+    assert torch.equal(augment(images, generator(5), index=np.array(index)), expected)
+
+
+def test_a_generator_on_another_device_is_refused():
+    augment = DeviceAugment(24, auto_augment=None, re_prob=0.0)
+    on_gpu = SimpleNamespace(device=torch.device("cuda"))  # stands in for a CUDA generator
+    with pytest.raises(ValueError, match="CPU torch.Generator"):
+        augment(torch.zeros((2, 1, 8, 8), dtype=torch.uint8), on_gpu)
 
 
 def test_color_jitter_only_without_auto_augment_as_timm():

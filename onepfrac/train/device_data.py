@@ -12,13 +12,16 @@ rounds) until the normalisation, so thresholds, LUTs and histograms act as they 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from onepfrac.train.device_randaugment import ColorJitter, RandAugment, _round_uint8, _uniform
+from onepfrac.train.device_randaugment import (ColorJitter, Packet, RandAugment, Schedule, _is_identity,
+                                              _round_uint8, first_valid, host_generator, randint_inclusive,
+                                              uniform)
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
@@ -106,74 +109,80 @@ def _bilinear_kernel(x: torch.Tensor) -> torch.Tensor:
 
 _KERNELS = {"bicubic": (_bicubic_kernel, 2.0), "bilinear": (_bilinear_kernel, 1.0)}
 
+# columns of an axis plan (host, float64): the crop's span, output order, and the filter's size
+_START, _STOP, _FIRST, _STEP, _SCALE, _REACH, _INVERSE_FILTER_SCALE = range(7)
 
-def resample_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int,
-                     interpolation: str = "bicubic") -> torch.Tensor:
-    """(B, out_size, in_size) matrices resizing the span [start, start + length) of an axis to
-    out_size pixels as PIL's Image.resize does on the cropped image: the filter stretched by the
-    downscale factor (antialiasing), taps clipped to the crop, weights normalised per output."""
-    kernel, support = _KERNELS[interpolation]
-    start = start.to(torch.float64)[:, None]
-    length = length.to(torch.float64)[:, None]
+
+def axis_plan(start, length, flip, out_size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """(B, 7) host numbers resampling the span [start, start + length) of an axis to out_size
+    pixels, mirrored where `flip`: output i reads output j = first + step * i of the unflipped
+    resize, so a flip reuses exactly the unflipped weights."""
+    _, support = _KERNELS[interpolation]
+    start = np.asarray(start, dtype=np.float64)
+    length = np.asarray(length, dtype=np.float64)
+    flip = np.broadcast_to(np.asarray(flip, dtype=bool), start.shape)
     scale = length / out_size
-    filterscale = scale.clamp(min=1.0)
-    reach = support * filterscale
-    center = start + (torch.arange(out_size, device=start.device, dtype=torch.float64) + 0.5) * scale
+    filter_scale = np.maximum(scale, 1.0)
+    return np.stack([start, start + length, np.where(flip, out_size - 1, 0.0), np.where(flip, -1.0, 1.0),
+                     scale, support * filter_scale, 1 / filter_scale], 1)
+
+
+def resample_weights(plan: torch.Tensor, in_size: int, out_size: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """(B, out_size, in_size) matrices from `axis_plan` rows, resizing as PIL's Image.resize does
+    on the cropped image: the filter stretched by the downscale factor (antialiasing), taps
+    clipped to the crop, weights normalised per output."""
+    kernel, support = _KERNELS[interpolation]
+    start, stop, first_output, step, scale, reach, inverse_filter_scale = plan[:, :, None].unbind(1)
+    output = torch.addcmul(first_output, step, torch.arange(out_size, device=plan.device, dtype=plan.dtype))
+    center = torch.addcmul(start, output + 0.5, scale)
     first = torch.maximum(torch.floor(center - reach + 0.5), start)
-    stop = torch.minimum(torch.floor(center + reach + 0.5), start + length)
+    last = torch.minimum(torch.floor(center + reach + 0.5), stop)
     # the taps of each output form a band; its widest possible size is set by the whole axis
     taps = 2 * math.ceil(support * max(in_size / out_size, 1.0)) + 1
-    position = first[..., None] + torch.arange(taps, device=start.device, dtype=torch.float64)
-    weights = kernel((position - center[..., None] + 0.5) / filterscale[..., None])
-    weights = weights * (position < stop[..., None])
+    position = first[..., None] + torch.arange(taps, device=plan.device, dtype=plan.dtype)
+    weights = kernel((position - center[..., None] + 0.5) * inverse_filter_scale[..., None])
+    weights = weights * (position < last[..., None])
     weights = weights / weights.sum(-1, keepdim=True)
-    dense = torch.zeros((*center.shape, in_size + taps), dtype=torch.float32, device=start.device)
+    dense = torch.zeros((*center.shape, in_size + taps), dtype=torch.float32, device=plan.device)
     dense.scatter_(-1, position.long(), weights.to(torch.float32))  # taps past the axis land in the margin
     return dense[..., :in_size]
 
 
-def resized_crop(images: torch.Tensor, top, left, height, width, size: int,
-                 hflip=None, vflip=None, interpolation: str = "bicubic") -> torch.Tensor:
+def crop_plan(top, left, height, width, size: int, hflip=False, vflip=False,
+              interpolation: str = "bicubic") -> np.ndarray:
+    """(2, B, 7) host plan of `resized_crop`: the horizontal axis, then the vertical one."""
+    return np.stack([axis_plan(left, width, hflip, size, interpolation),
+                     axis_plan(top, height, vflip, size, interpolation)])
+
+
+def resized_crop(images: torch.Tensor, plan: torch.Tensor, size: int, interpolation: str = "bicubic") -> torch.Tensor:
     """Crop each image to its own box and resize it to size x size, as PIL (horizontal pass,
-    uint8 rounding, vertical pass, rounding). Flips fold into the matrices' output order."""
+    uint8 rounding, vertical pass, rounding); plan: `crop_plan` on the images' device."""
     _, _, in_h, in_w = images.shape
-    across = resample_weights(left, width, in_w, size, interpolation)  # (B, size, W)
-    down = resample_weights(top, height, in_h, size, interpolation)  # (B, size, H)
-    if hflip is not None:
-        across = torch.where(hflip[:, None, None], across.flip(1), across)
-    if vflip is not None:
-        down = torch.where(vflip[:, None, None], down.flip(1), down)
-    x = images.to(torch.float32)
-    x = _round_uint8(x @ across.transpose(1, 2)[:, None])  # (B, C, H, size)
+    if in_h == in_w:  # both axes' matrices in one pass
+        across, down = resample_weights(plan.flatten(0, 1), in_w, size, interpolation).unflatten(0, plan.shape[:2])
+    else:
+        across = resample_weights(plan[0], in_w, size, interpolation)  # (B, size, W)
+        down = resample_weights(plan[1], in_h, size, interpolation)  # (B, size, H)
+    x = _round_uint8(images.to(torch.float32) @ across.transpose(1, 2)[:, None])  # (B, C, H, size)
     return _round_uint8(down[:, None] @ x)  # (B, C, size, size)
 
 
 # --------------------------------------------------------------------------------------------
-# Random draws shared by the crop and the erasing
+# Random draws (on the host) of the crop and the erasing
 
 
-def _randint_inclusive(high: torch.Tensor, generator) -> torch.Tensor:
-    """Python's random.randint(0, high) per element (high >= 0)."""
-    u = torch.rand(high.shape, generator=generator, device=high.device, dtype=torch.float64)
-    return torch.minimum(torch.floor(u * (high + 1)), high)
-
-
-def _first_valid(valid: torch.Tensor, *values: torch.Tensor):
-    """Per row, the values at the first True column of `valid`, and whether there was one."""
-    first = valid.to(torch.uint8).argmax(1, keepdim=True)
-    return valid.any(1), *(v.gather(1, first).squeeze(1) for v in values)
-
-
-def crop_boxes(batch: int, height: int, width: int, scale, ratio, generator, device):
-    """(top, left, h, w) per sample with timm's RandomResizedCropAndInterpolation.get_params
+def crop_boxes(batch: int, height: int, width: int, scale, ratio, generator=None):
+    """(top, left, h, w) host arrays with timm's RandomResizedCropAndInterpolation.get_params
     distribution: 10 tries of uniform area and log-uniform aspect, else a ratio-clamped centre crop."""
+    generator = host_generator(generator)
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    target_area = _uniform(scale[0], scale[1], (batch, 10), generator, device) * area
-    aspect = torch.exp(_uniform(log_ratio[0], log_ratio[1], (batch, 10), generator, device))
-    w = torch.round(torch.sqrt(target_area * aspect))  # round half to even, as Python's round
-    h = torch.round(torch.sqrt(target_area / aspect))
-    found, w, h = _first_valid((w <= width) & (h <= height), w, h)
+    target_area = uniform(scale[0], scale[1], (batch, 10), generator) * area
+    aspect = np.exp(uniform(log_ratio[0], log_ratio[1], (batch, 10), generator))
+    w = np.round(np.sqrt(target_area * aspect))  # round half to even, as Python's round
+    h = np.round(np.sqrt(target_area / aspect))
+    found, w, h = first_valid((w <= width) & (h <= height), w, h)
     in_ratio = width / height
     if in_ratio < min(ratio):
         fallback_w, fallback_h = width, int(round(width / min(ratio)))
@@ -181,50 +190,91 @@ def crop_boxes(batch: int, height: int, width: int, scale, ratio, generator, dev
         fallback_w, fallback_h = int(round(height * max(ratio))), height
     else:
         fallback_w, fallback_h = width, height
-    w = torch.where(found, w, torch.full_like(w, fallback_w)).clamp(min=1)
-    h = torch.where(found, h, torch.full_like(h, fallback_h)).clamp(min=1)
-    top = torch.where(found, _randint_inclusive(height - h, generator), (height - h) // 2)
-    left = torch.where(found, _randint_inclusive(width - w, generator), (width - w) // 2)
+    w = np.maximum(np.where(found, w, fallback_w), 1)
+    h = np.maximum(np.where(found, h, fallback_h), 1)
+    top = np.where(found, randint_inclusive(height - h, generator), (height - h) // 2)
+    left = np.where(found, randint_inclusive(width - w, generator), (width - w) // 2)
     return top, left, h, w
 
 
-def random_erase(x: torch.Tensor, probability: float, mode: str, max_count: int, generator,
-                 min_area=0.02, max_area=1 / 3, min_aspect=0.3) -> torch.Tensor:
-    """timm's RandomErasing on a normalised batch, each sample on its own draws."""
-    batch, channels, height, width = x.shape
-    device = x.device
+def erase_boxes(batch: int, height: int, width: int, probability: float, max_count: int, generator=None,
+                min_area=0.02, max_area=1 / 3, min_aspect=0.3):
+    """timm's RandomErasing draws, on the host: whether each sample is erased, and its boxes
+    (B, max_count, 4) as (top, bottom, left, right); a box not drawn is empty."""
+    generator = host_generator(generator)
     log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
-    erase = torch.rand(batch, generator=generator, device=device) < probability
+    erase = torch.rand(batch, generator=generator).numpy() < probability
     if max_count > 1:
-        count = torch.randint(1, max_count + 1, (batch,), generator=generator, device=device)
+        count = torch.randint(1, max_count + 1, (batch,), generator=generator).numpy()
     else:
-        count = torch.ones(batch, dtype=torch.int64, device=device)
-    rows = torch.arange(height, device=device)[:, None]
-    cols = torch.arange(width, device=device)
+        count = np.ones(batch, dtype=np.int64)
+    boxes = np.zeros((batch, max_count, 4))
     for box in range(max_count):
-        target_area = _uniform(min_area, max_area, (batch, 10), generator, device) * (height * width)
-        target_area = target_area / count[:, None]
-        aspect = torch.exp(_uniform(log_aspect[0], log_aspect[1], (batch, 10), generator, device))
-        h = torch.round(torch.sqrt(target_area * aspect))
-        w = torch.round(torch.sqrt(target_area / aspect))
-        found, h, w = _first_valid((w < width) & (h < height), h, w)
-        top = _randint_inclusive((height - h).clamp(min=0), generator)
-        left = _randint_inclusive((width - w).clamp(min=0), generator)
-        active = (erase & found & (box < count))[:, None, None]
-        inside = ((rows >= top[:, None, None]) & (rows < (top + h)[:, None, None])
-                  & (cols >= left[:, None, None]) & (cols < (left + w)[:, None, None]) & active)
+        target_area = uniform(min_area, max_area, (batch, 10), generator) * (height * width) / count[:, None]
+        aspect = np.exp(uniform(log_aspect[0], log_aspect[1], (batch, 10), generator))
+        h = np.round(np.sqrt(target_area * aspect))
+        w = np.round(np.sqrt(target_area / aspect))
+        found, h, w = first_valid((w < width) & (h < height), h, w)
+        top = randint_inclusive(np.maximum(height - h, 0), generator)
+        left = randint_inclusive(np.maximum(width - w, 0), generator)
+        active = found & (box < count)
+        boxes[:, box] = np.where(active[:, None], np.stack([top, top + h, left, left + w], 1), 0)
+    return erase & (boxes[:, :, 1] > boxes[:, :, 0]).any(1), boxes
+
+
+def erase(x: torch.Tensor, positions: torch.Tensor, boxes: torch.Tensor, mode: str, generator=None) -> torch.Tensor:
+    """Samples x[positions] (in place) with their boxes (E, count, 4) filled: per-pixel N(0, 1)
+    (`pixel`), one N(0, 1) colour per box (`rand`) or zero (`const`), as timm's RandomErasing."""
+    _, channels, height, width = x.shape
+    part = x[positions]
+    rows = torch.arange(height, device=x.device, dtype=boxes.dtype)
+    cols = torch.arange(width, device=x.device, dtype=boxes.dtype)
+    for box in boxes.unbind(1):
+        top, bottom, left, right = box[:, :, None].unbind(1)
+        inside = (((rows >= top) & (rows < bottom))[:, None, :, None]
+                  & ((cols >= left) & (cols < right))[:, None, None, :])
         if mode == "pixel":
-            fill = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+            fill = torch.randn(part.shape, generator=generator, device=x.device, dtype=x.dtype)
         elif mode == "rand":
-            fill = torch.randn((batch, channels, 1, 1), generator=generator, device=device, dtype=x.dtype)
+            fill = torch.randn((len(part), channels, 1, 1), generator=generator, device=x.device, dtype=x.dtype)
         else:
-            fill = torch.zeros((), device=device, dtype=x.dtype)
-        x = torch.where(inside[:, None], fill, x)
+            fill = torch.zeros((), device=x.device, dtype=x.dtype)
+        part = torch.where(inside, fill, part)
+    x[positions] = part
+    return x
+
+
+def random_erase(x: torch.Tensor, probability: float, mode: str, max_count: int, generator=None,
+                 **limits) -> torch.Tensor:
+    """timm's RandomErasing on a normalised batch (a copy), each sample on its own draws."""
+    erased, boxes = erase_boxes(x.shape[0], *x.shape[2:], probability, max_count, generator, **limits)
+    positions = np.flatnonzero(erased)
+    x = x.clone()
+    if len(positions):
+        packet = Packet()
+        packet.add("positions", positions, np.int64)
+        packet.add("boxes", boxes[positions], np.float32)
+        sent = packet.send(x.device)
+        noise = torch.Generator(device=x.device) if x.device.type != "meta" else None
+        if noise is not None:
+            noise.manual_seed(int(torch.randint(0, 2**62, (), generator=host_generator(generator))))
+        erase(x, sent["positions"], sent["boxes"], mode, noise)
     return x
 
 
 # --------------------------------------------------------------------------------------------
 # The train transform
+
+
+@dataclass
+class BatchPlan:
+    """A batch's draws on the host: the packet for the device, the op schedule, and what the
+    device runs without asking (whether to gather rows, how many samples are erased)."""
+    packet: Packet
+    schedule: Schedule
+    gather: bool
+    erased: int
+    noise_seed: int | None
 
 
 class DeviceAugment(torch.nn.Module):
@@ -233,6 +283,9 @@ class DeviceAugment(torch.nn.Module):
     forward(uint8 B x C x H x W, generator) -> float B x 3 x img_size x img_size, normalised. Order
     as the released recipe: random-resized-crop -> hflip -> vflip -> RandAugment (or colour jitter
     when auto_augment is None, as timm) -> to float, normalise -> random erasing.
+
+    Every random parameter is drawn on the host from the CPU `generator` and reaches the device in
+    one non-blocking copy; the device never reports back, so the host runs ahead of it.
     """
 
     def __init__(self, img_size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bicubic",
@@ -248,8 +301,9 @@ class DeviceAugment(torch.nn.Module):
         self.interpolation, self.hflip, self.vflip = interpolation, hflip, vflip
         self.re_prob, self.re_mode, self.re_count = re_prob, re_mode, re_count
         self.mean, self.std = tuple(mean), tuple(std)
-        self.register_buffer("mean_", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std_", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+        # (x / 255 - mean) / std as (x - 255 mean) / (255 std): two kernels, and 0 and 255 land exactly
+        self.register_buffer("mean_", 255 * torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std_", 255 * torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
         # timm's RandAugment fill: the mean on the uint8 scale (Python's round)
         self.fill = tuple(min(255, round(255 * m)) for m in self.mean)
         self.rand_augment = RandAugment(auto_augment, self.fill, interpolation) if auto_augment else None
@@ -257,23 +311,80 @@ class DeviceAugment(torch.nn.Module):
             self.color_jitter = ColorJitter(color_jitter)
         else:
             self.color_jitter = None  # timm adds ColorJitter only without auto-augment
+        self._noise_generators = {}
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"expected a uint8 batch B x C x H x W, got {images.dtype} {tuple(images.shape)}")
-        batch, _, height, width = images.shape
+    def _noise_generator(self, device: torch.device, seed: int):
+        """The erasing noise's generator on the device, reseeded from the host draws each batch."""
+        if device.type == "meta":
+            return None
+        if device not in self._noise_generators:
+            self._noise_generators[device] = torch.Generator(device=device)
+        return self._noise_generators[device].manual_seed(seed)
+
+    def layers(self, batch: int, generator) -> list:
+        size = self.img_size
+        if self.rand_augment is not None:
+            return self.rand_augment.layers(*self.rand_augment.draw(batch, generator), size, size)
+        if self.color_jitter is not None:
+            return self.color_jitter.layers(batch, generator)
+        return []
+
+    def plan(self, batch: int, height: int, width: int, generator=None, index=None) -> BatchPlan:
+        """Every random parameter of a batch of height x width images, drawn on the host.
+
+        `index`: host integers, the batch's rows in the dataset (folded into the plan's gather),
+        or None (the rows are given to `run`, or the batch is the images themselves)."""
+        generator = host_generator(generator)
+        top, left, h, w = crop_boxes(batch, height, width, self.scale, self.ratio, generator)
+        hflip = torch.rand(batch, generator=generator).numpy() < self.hflip
+        vflip = torch.rand(batch, generator=generator).numpy() < self.vflip
+        schedule = Schedule(self.layers(batch, generator), batch)
+        rows = schedule.rows  # the batch enters sorted by its first layer's ops
+        packet = Packet()
+        packet.add("rows", rows if index is None else np.asarray(index, dtype=np.int64)[rows], np.int64)
+        packet.add("crop", crop_plan(top[rows], left[rows], h[rows], w[rows], self.img_size, hflip[rows],
+                                     vflip[rows], self.interpolation), np.float64)
+        schedule.pack(packet)
+        erased, noise_seed = 0, None
+        if self.re_prob > 0:
+            flags, boxes = erase_boxes(batch, self.img_size, self.img_size, self.re_prob, self.re_count, generator)
+            positions = np.flatnonzero(flags[schedule.order])  # where the erased samples sit at the end
+            packet.add("erase.positions", positions, np.int64)
+            packet.add("erase.boxes", boxes[schedule.order[positions]], np.float32)
+            erased = len(positions)
+            noise_seed = int(torch.randint(0, 2**62, (), generator=generator))
+        if schedule.restore is not None:
+            packet.add("restore", schedule.restore, np.int64)
+        return BatchPlan(packet, schedule, gather=index is not None or not _is_identity(rows),
+                         erased=erased, noise_seed=noise_seed)
+
+    def run(self, images: torch.Tensor, plan: BatchPlan, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The plan on the device: one copy in, then kernels only (nothing is read back)."""
         device = images.device
-        top, left, h, w = crop_boxes(batch, height, width, self.scale, self.ratio, generator, device)
-        hflip = torch.rand(batch, generator=generator, device=device) < self.hflip
-        vflip = torch.rand(batch, generator=generator, device=device) < self.vflip
-        x = resized_crop(images, top, left, h, w, self.img_size, hflip, vflip, self.interpolation)
+        sent = plan.packet.send(device)
+        if index is not None:
+            images = images[index[sent["rows"]]]
+        elif plan.gather:
+            images = images[sent["rows"]]
+        x = resized_crop(images, sent["crop"], self.img_size, self.interpolation)
         if x.shape[1] == 1 and len(set(self.fill)) > 1 and self.rand_augment is not None:
             x = x.expand(-1, 3, -1, -1)  # a coloured fill makes gray images colour
-        if self.rand_augment is not None:
-            x = self.rand_augment(x, generator)
-        elif self.color_jitter is not None:
-            x = self.color_jitter(x, generator)
-        x = (x.expand(-1, 3, -1, -1) / 255 - self.mean_) / self.std_
-        if self.re_prob > 0:
-            x = random_erase(x, self.re_prob, self.re_mode, self.re_count, generator)
-        return x
+        x = plan.schedule.run(x, sent)
+        x = (x - self.mean_) / self.std_  # gray broadcasts to 3 channels here
+        if plan.erased:
+            erase(x, sent["erase.positions"], sent["erase.boxes"], self.re_mode,
+                  self._noise_generator(device, plan.noise_seed))
+        return x if plan.schedule.restore is None else x[sent["restore"]]
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                index=None) -> torch.Tensor:
+        """images: the batch, or with `index` the whole dataset and index the batch's rows (a tensor
+        on the images' device, or host integers)."""
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"expected a uint8 batch B x C x H x W, got {images.dtype} {tuple(images.shape)}")
+        on_device = isinstance(index, torch.Tensor) and index.device == images.device
+        if index is not None and not on_device:
+            index = np.asarray(index, dtype=np.int64)
+        batch = images.shape[0] if index is None else len(index)
+        plan = self.plan(batch, *images.shape[2:], generator, None if on_device else index)
+        return self.run(images, plan, index if on_device else None)

@@ -1,47 +1,180 @@
 """RandAugment and colour jitter on batches, with timm's semantics and PIL's uint8 arithmetic.
 
-Used by onepfrac.train.device_data.DeviceAugment. Every sample draws its own ops and magnitudes;
-samples are grouped by op (group_by), never looped over in Python, and each op runs on its own
-group. Values are floats holding 0..255 and are put back on the uint8 grid after every op, as
-PIL stores its 8-bit results.
+Used by onepfrac.train.device_data.DeviceAugment, in two halves:
+- the host draws every sample's ops and arguments (numpy, from a CPU torch.Generator) and a
+  `Schedule` sorts the batch by op before each layer, so each op's samples are one slice;
+- the device runs each op once, on its slice. The group sizes are known on the host, so the
+  device never has to report them (no synchronisation), and slices need no index/index_put.
+
+Values are floats holding 0..255 and are put back on the uint8 grid after every op, as PIL
+stores its 8-bit results.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from typing import Callable
 
 import kornia
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+# --------------------------------------------------------------------------------------------
+# Host side: random draws and the single copy to the device
+
+
+def host_generator(generator: torch.Generator | None) -> torch.Generator:
+    """The CPU generator every per-sample parameter is drawn from (default: torch's global one).
+
+    Drawing on the host lets the host know the batch's plan without asking the device, and gives
+    the same parameters for a seed on every device."""
+    if generator is None:
+        return torch.default_generator
+    if generator.device.type != "cpu":
+        raise ValueError(f"the augmentation draws its parameters on the host: pass a CPU torch.Generator, "
+                         f"got one on {generator.device}")
+    return generator
+
+
+def uniform(low, high, shape, generator) -> np.ndarray:
+    return low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64).numpy()
+
+
+def randint_inclusive(high: np.ndarray, generator) -> np.ndarray:
+    """Python's random.randint(0, high) per element (high >= 0)."""
+    u = torch.rand(np.shape(high), generator=generator, dtype=torch.float64).numpy()
+    return np.minimum(np.floor(u * (high + 1)), high)
+
+
+def first_valid(valid: np.ndarray, *values: np.ndarray):
+    """Per row, the values at the first True column of `valid`, and whether there was one."""
+    first = valid.argmax(1)[:, None]
+    return (valid.any(1), *(np.take_along_axis(v, first, 1)[:, 0] for v in values))
+
+
+_TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32,
+                 np.dtype(np.int64): torch.int64, np.dtype(np.bool_): torch.bool}
+
+
+class Packet:
+    """A batch's host arrays, sent to the device in one copy.
+
+    Packed as bytes at 8-byte offsets and viewed back with their own dtypes there: one pinned,
+    non-blocking copy instead of one per parameter, and no conversion kernels. (A copy from
+    pageable memory would make the host wait for the device's queue.)"""
+
+    def __init__(self):
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, array, dtype) -> None:
+        self.arrays[name] = np.ascontiguousarray(array, dtype=dtype)
+
+    def send(self, device) -> dict[str, torch.Tensor]:
+        device = torch.device(device)
+        offsets, total = {}, 0
+        for name, array in self.arrays.items():
+            offsets[name] = total
+            total += -(-array.nbytes // 8) * 8
+        buffer = np.zeros(max(total, 8), dtype=np.uint8)
+        for name, array in self.arrays.items():
+            buffer[offsets[name]:offsets[name] + array.nbytes] = array.reshape(-1).view(np.uint8)
+        host = torch.from_numpy(buffer)
+        if device.type == "cuda":
+            host = host.pin_memory()
+        sent = host.to(device, non_blocking=True)
+        return {name: sent[offsets[name]:offsets[name] + array.nbytes].view(_TORCH_DTYPES[array.dtype])
+                .view(array.shape) for name, array in self.arrays.items()}
+
+
+@dataclass
+class Layer:
+    """One op per sample, on the host: sample i gets functions[key[i] - 1](x, argument[i],
+    theta[i]) and key 0 leaves it alone. theta: (B, 2, 3) warp matrices, for geometric ops."""
+    key: np.ndarray
+    argument: np.ndarray
+    functions: tuple[Callable, ...]
+    theta: np.ndarray | None = None
+
+
+def _is_identity(order: np.ndarray) -> bool:
+    return bool((order == np.arange(len(order))).all())
+
+
+class Schedule:
+    """Where each sample sits before each layer: sorted by the layer's key (stably, from where
+    the previous layer left it), so every op's samples form one contiguous slice.
+
+    `rows` is the arrangement the batch must enter in (position -> sample), `order` where it
+    leaves (position -> sample) and `restore` the gather back to sample order (None: none needed).
+    """
+
+    def __init__(self, layers: list[Layer], batch: int):
+        self.layers = layers
+        self.moves, self.bounds, self.positions = [], [], []
+        current = np.arange(batch)
+        for layer in layers:
+            move = np.argsort(layer.key[current], kind="stable")
+            current = current[move]
+            self.moves.append(None if _is_identity(move) else move)
+            # bounds[k]:bounds[k + 1] holds key k
+            self.bounds.append(np.searchsorted(layer.key[current], np.arange(len(layer.functions) + 2)).tolist())
+            self.positions.append(current)
+        self.rows = self.positions[0] if layers else np.arange(batch)
+        self.order = current
+        self.restore = None if _is_identity(current) else np.argsort(current)
+
+    def pack(self, packet: Packet, name: str = "layer") -> None:
+        for index, (layer, move, current) in enumerate(zip(self.layers, self.moves, self.positions)):
+            if index and move is not None:  # the first move is the caller's (`rows`)
+                packet.add(f"{name}{index}.move", move, np.int64)
+            packet.add(f"{name}{index}.argument", layer.argument[current], np.float32)
+            if layer.theta is not None:
+                packet.add(f"{name}{index}.theta", layer.theta[current], np.float32)
+
+    def run(self, x: torch.Tensor, sent: dict, name: str = "layer") -> torch.Tensor:
+        """Each layer on the device, x arriving in `rows` order and leaving in `order`."""
+        for index, (layer, bounds) in enumerate(zip(self.layers, self.bounds)):
+            if index and self.moves[index] is not None:
+                x = x[sent[f"{name}{index}.move"]]
+            if bounds[1] == len(x):
+                continue  # every sample left alone
+            argument, theta = sent[f"{name}{index}.argument"], sent.get(f"{name}{index}.theta")
+            pieces = []
+            for key, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+                if start == stop:
+                    continue
+                part = x[start:stop]
+                if key:
+                    part = layer.functions[key - 1](part, argument[start:stop],
+                                                    None if theta is None else theta[start:stop])
+                pieces.append(part)
+            x = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        return x
+
+
+def apply_layers(x: torch.Tensor, layers: list[Layer]) -> torch.Tensor:
+    """The layers on a batch, samples in and out in the same order (a standalone run)."""
+    schedule = Schedule(layers, x.shape[0])
+    packet = Packet()
+    packet.add("rows", schedule.rows, np.int64)
+    schedule.pack(packet)
+    if schedule.restore is not None:
+        packet.add("restore", schedule.restore, np.int64)
+    sent = packet.send(x.device)
+    x = schedule.run(x[sent["rows"]], sent)
+    return x if schedule.restore is None else x[sent["restore"]]
+
+
+# --------------------------------------------------------------------------------------------
+# Device side: the ops, each on a batch with one argument per sample
 
 
 def _round_uint8(x: torch.Tensor) -> torch.Tensor:
     """Back onto the uint8 grid as PIL's 8-bit kernels store a result: round half up, clip."""
     return torch.floor(x + 0.5).clamp_(0, 255)
-
-
-def _uniform(low, high, shape, generator, device) -> torch.Tensor:
-    return low + (high - low) * torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
-
-
-def group_by(choice: torch.Tensor, count: int) -> list[torch.Tensor]:
-    """Indices of the samples that chose each of 0..count-1 (-1: none), in sample order.
-
-    Costs one host synchronisation (the group sizes), so that each op then runs on its own
-    samples only: computing every op on the whole batch and selecting, which needs none, made
-    RandAugment 11 full-batch passes a layer instead of one (about half the step time of
-    ViT-Tiny/16 at 224 on an H100)."""
-    sizes = torch.bincount(choice + 1, minlength=count + 1).tolist()
-    order = torch.argsort(choice, stable=True)
-    return list(torch.split(order, sizes))[1:]
-
-
-def apply_grouped(x: torch.Tensor, members: torch.Tensor, op, *args: torch.Tensor) -> torch.Tensor:
-    """x with op(x[members], *args[members]) written back in place (x must own its memory)."""
-    if members.numel():
-        x[members] = op(x[members], *(a[members] for a in args))
-    return x
 
 
 def _per_sample(value: torch.Tensor) -> torch.Tensor:
@@ -50,8 +183,7 @@ def _per_sample(value: torch.Tensor) -> torch.Tensor:
 
 def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     # PIL's Image.blend on uint8: float32 arithmetic, then clipped and truncated (not rounded)
-    factor = _per_sample(factor.to(torch.float32))
-    return torch.trunc(degenerate + factor * (x - degenerate)).clamp_(0, 255)
+    return torch.trunc(degenerate + _per_sample(factor) * (x - degenerate)).clamp_(0, 255)
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -77,17 +209,17 @@ def invert(x, _=None):
     return 255 - x
 
 
-def posterize(x, bits):
-    mask = (256 - 2 ** (8 - bits.clamp(0, 8))).to(torch.int32)  # keep the `bits` high bits
-    return torch.bitwise_and(x.to(torch.int32), _per_sample(mask)).to(x.dtype)
+def posterize(x, mask):
+    """mask: 256 - 2 ** (8 - bits), the `bits` high bits kept (drawn on the host)."""
+    return torch.bitwise_and(x.to(torch.int32), _per_sample(mask).to(torch.int32)).to(x.dtype)
 
 
 def solarize(x, threshold):
-    return torch.where(x < _per_sample(threshold).to(x.dtype), x, 255 - x)
+    return torch.where(x < _per_sample(threshold), x, 255 - x)
 
 
 def solarize_add(x, add, threshold=128):
-    return torch.where(x < threshold, (x + _per_sample(add).to(x.dtype)).clamp(max=255), x)
+    return torch.where(x < threshold, (x + _per_sample(add)).clamp_(max=255), x)
 
 
 def color(x, factor):
@@ -117,18 +249,11 @@ def sharpness(x, factor):
     return _blend(degenerate, x, factor)
 
 
-def pil_affine(x: torch.Tensor, matrix: torch.Tensor, fill, interpolation="bicubic") -> torch.Tensor:
-    """PIL's Image.transform(AFFINE, matrix) per sample: matrix (B, 2, 3) maps output pixel centres
-    to input ones in PIL's coordinates (pixel i spans [i, i + 1)). As PIL: a point outside the
-    input takes `fill` (a hard edge), a point inside reads edge-replicated neighbours. kornia's
-    warp_affine fills by warping a mask, which blends fill and image over a 2-pixel band."""
+def warp(x: torch.Tensor, theta: torch.Tensor, fill, interpolation="bicubic") -> torch.Tensor:
+    """PIL's Image.transform(AFFINE) per sample, theta (B, 2, 3) from `pil_theta`. As PIL: a point
+    outside the input takes `fill` (a hard edge), a point inside reads edge-replicated neighbours.
+    kornia's warp_affine fills by warping a mask, which blends fill and image over a 2-pixel band."""
     batch, channels, height, width = x.shape
-    # PIL coordinates -> grid_sample's normalised ones (align_corners=False): x_n = 2 x / W - 1
-    to_normal = torch.tensor([[2 / width, 0, -1], [0, 2 / height, -1], [0, 0, 1]],
-                             dtype=torch.float64, device=x.device)
-    from_normal = torch.tensor([[width / 2, 0, width / 2], [0, height / 2, height / 2], [0, 0, 1]],
-                               dtype=torch.float64, device=x.device)
-    theta = to_normal[:2] @ torch.cat([matrix.to(torch.float64), _last_row(batch, x.device)], 1) @ from_normal
     grid = F.affine_grid(theta.to(x.dtype), [batch, channels, height, width], align_corners=False)
     warped = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)
     inside = ((grid >= -1) & (grid < 1)).all(-1)[:, None]
@@ -136,52 +261,57 @@ def pil_affine(x: torch.Tensor, matrix: torch.Tensor, fill, interpolation="bicub
     return _round_uint8(torch.where(inside, warped, fill))
 
 
-def _last_row(batch, device):
-    return torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64, device=device).expand(batch, 1, 3)
+def pil_theta(matrix: np.ndarray, height: int, width: int) -> np.ndarray:
+    """PIL's output -> input matrices (B, 2, 3), pixel i spanning [i, i + 1), as grid_sample's
+    normalised ones (align_corners=False: x_n = 2 x / W - 1)."""
+    to_normal = np.array([[2 / width, 0, -1], [0, 2 / height, -1]])
+    from_normal = np.array([[width / 2, 0, width / 2], [0, height / 2, height / 2], [0, 0, 1]])
+    last_row = np.broadcast_to([[[0.0, 0.0, 1.0]]], (len(matrix), 1, 3))
+    return to_normal @ np.concatenate([matrix, last_row], 1) @ from_normal
 
 
-def _affine_matrices(names, op, level, height, width) -> torch.Tensor:
-    """PIL's output -> input matrix of each sample's geometric op (identity for the others)."""
-    batch = op.shape[0]
-    matrix = torch.eye(2, 3, dtype=torch.float64, device=op.device).repeat(batch, 1, 1)
-    for name in names:
-        chosen = op == names.index(name)
-        if name == "Rotate":  # Image.rotate about the centre, counter-clockwise degrees
-            angle = -torch.deg2rad(level)
-            cos, sin = torch.cos(angle), torch.sin(angle)
-            cx, cy = width / 2, height / 2
-            rotation = torch.stack([torch.stack([cos, sin, cx - cos * cx - sin * cy], 1),
-                                    torch.stack([-sin, cos, cy + sin * cx - cos * cy], 1)], 1)
-            matrix = torch.where(chosen[:, None, None], rotation, matrix)
-        elif name in ("ShearX", "ShearY", "TranslateXRel", "TranslateYRel"):
-            row, column = {"ShearX": (0, 1), "ShearY": (1, 0), "TranslateXRel": (0, 2), "TranslateYRel": (1, 2)}[name]
-            value = level * {"TranslateXRel": width, "TranslateYRel": height}.get(name, 1)
-            matrix[:, row, column] = torch.where(chosen, value, matrix[:, row, column])
+def affine_matrices(name: str, argument: np.ndarray, height: int, width: int) -> np.ndarray:
+    """PIL's output -> input matrix (B, 2, 3) of a geometric op at each sample's argument."""
+    matrix = np.zeros((len(argument), 2, 3))
+    matrix[:, 0, 0] = matrix[:, 1, 1] = 1.0
+    if name == "Rotate":  # Image.rotate about the centre, counter-clockwise degrees
+        angle = -np.deg2rad(argument)
+        cos, sin = np.cos(angle), np.sin(angle)
+        cx, cy = width / 2, height / 2
+        matrix[:] = np.stack([np.stack([cos, sin, cx - cos * cx - sin * cy], 1),
+                              np.stack([-sin, cos, cy + sin * cx - cos * cy], 1)], 1)
+    else:
+        row, column = {"ShearX": (0, 1), "ShearY": (1, 0), "TranslateXRel": (0, 2), "TranslateYRel": (1, 2)}[name]
+        matrix[:, row, column] = argument * {"TranslateXRel": width, "TranslateYRel": height}.get(name, 1)
     return matrix
+
+
+def _photometric(op):
+    return lambda x, argument, _theta: op(x, argument)
 
 
 _GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 
-# name -> (op, level -> argument); level is the magnitude over 10 (timm's level / _LEVEL_DENOM),
-# `sign` timm's random negation. Mirrors timm's LEVEL_TO_ARG for the RandAugment op sets.
+# name -> (op, level -> argument), on the host; level is the magnitude over 10 (timm's level /
+# _LEVEL_DENOM), `sign` timm's random negation. Mirrors timm's LEVEL_TO_ARG for RandAugment.
 _OPS = {
     "AutoContrast": (auto_contrast, None),
     "Equalize": (equalize, None),
     "Invert": (invert, None),
     "Rotate": (None, lambda m, sign: m * 30 * sign),
-    "Posterize": (posterize, lambda m, sign: torch.trunc(m * 4)),
-    "PosterizeIncreasing": (posterize, lambda m, sign: 4 - torch.trunc(m * 4)),
-    "Solarize": (solarize, lambda m, sign: torch.trunc(m * 256).clamp(max=256)),
-    "SolarizeIncreasing": (solarize, lambda m, sign: 256 - torch.trunc(m * 256).clamp(max=256)),
-    "SolarizeAdd": (solarize_add, lambda m, sign: torch.trunc(m * 110).clamp(max=128)),
+    "Posterize": (posterize, lambda m, sign: 256 - 2.0 ** (8 - np.trunc(m * 4))),
+    "PosterizeIncreasing": (posterize, lambda m, sign: 256 - 2.0 ** (8 - (4 - np.trunc(m * 4)))),
+    "Solarize": (solarize, lambda m, sign: np.minimum(np.trunc(m * 256), 256)),
+    "SolarizeIncreasing": (solarize, lambda m, sign: 256 - np.minimum(np.trunc(m * 256), 256)),
+    "SolarizeAdd": (solarize_add, lambda m, sign: np.minimum(np.trunc(m * 110), 128)),
     "Color": (color, lambda m, sign: m * 1.8 + 0.1),
-    "ColorIncreasing": (color, lambda m, sign: (1.0 + m * 0.9 * sign).clamp(min=0.1)),
+    "ColorIncreasing": (color, lambda m, sign: np.maximum(1.0 + m * 0.9 * sign, 0.1)),
     "Contrast": (contrast, lambda m, sign: m * 1.8 + 0.1),
-    "ContrastIncreasing": (contrast, lambda m, sign: (1.0 + m * 0.9 * sign).clamp(min=0.1)),
+    "ContrastIncreasing": (contrast, lambda m, sign: np.maximum(1.0 + m * 0.9 * sign, 0.1)),
     "Brightness": (brightness, lambda m, sign: m * 1.8 + 0.1),
-    "BrightnessIncreasing": (brightness, lambda m, sign: (1.0 + m * 0.9 * sign).clamp(min=0.1)),
+    "BrightnessIncreasing": (brightness, lambda m, sign: np.maximum(1.0 + m * 0.9 * sign, 0.1)),
     "Sharpness": (sharpness, lambda m, sign: m * 1.8 + 0.1),
-    "SharpnessIncreasing": (sharpness, lambda m, sign: (1.0 + m * 0.9 * sign).clamp(min=0.1)),
+    "SharpnessIncreasing": (sharpness, lambda m, sign: np.maximum(1.0 + m * 0.9 * sign, 0.1)),
     "ShearX": (None, lambda m, sign: m * 0.3 * sign),
     "ShearY": (None, lambda m, sign: m * 0.3 * sign),
     "TranslateXRel": (None, lambda m, sign: m * 0.45 * sign),
@@ -227,51 +357,62 @@ class RandAugment(torch.nn.Module):
         self.options = parse_rand_augment(config)
         self.names = RAND_INCREASING_TRANSFORMS if self.options["increasing"] else RAND_TRANSFORMS
         self.fill, self.interpolation = tuple(fill), interpolation
+        # key 0: no op; each photometric op its own key; the geometric ops share one warp
+        self.photometric = [name for name in self.names if name not in _GEOMETRIC]
+        warp_op = lambda x, _argument, theta: warp(x, theta, self.fill, self.interpolation)  # noqa: E731
+        self.functions = tuple(_photometric(_OPS[name][0]) for name in self.photometric) + (warp_op,)
 
-    def draw(self, batch: int, generator, device):
-        """(op index or -1 for none, magnitude, sign), each num_ops x batch."""
+    def draw(self, batch: int, generator=None):
+        """(op index or -1 for none, magnitude, sign), each num_ops x batch, on the host."""
+        generator = host_generator(generator)
         o = self.options
         shape = (o["num_ops"], batch)
-        op = torch.randint(0, len(self.names), shape, generator=generator, device=device)
-        skip = torch.rand(shape, generator=generator, device=device, dtype=torch.float64) >= o["prob"]
-        op = torch.where(skip, torch.full_like(op, -1), op)
+        op = torch.randint(0, len(self.names), shape, generator=generator).numpy()
+        skip = torch.rand(shape, generator=generator, dtype=torch.float64).numpy() >= o["prob"]
+        op = np.where(skip, -1, op)
         if o["magnitude_std"] == math.inf:
-            magnitude = _uniform(0.0, o["magnitude"], shape, generator, device)
+            magnitude = uniform(0.0, o["magnitude"], shape, generator)
         else:
-            noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float64)
+            noise = torch.randn(shape, generator=generator, dtype=torch.float64).numpy()
             magnitude = o["magnitude"] + o["magnitude_std"] * noise
-        magnitude = magnitude.clamp(0.0, o["magnitude_max"])
-        sign = torch.where(torch.rand(shape, generator=generator, device=device) < 0.5, -1.0, 1.0)
-        return op, magnitude, sign.to(torch.float64)
+        magnitude = np.clip(magnitude, 0.0, o["magnitude_max"])
+        sign = np.where(torch.rand(shape, generator=generator).numpy() < 0.5, -1.0, 1.0)
+        return op, magnitude, sign
+
+    def layers(self, op, magnitude, sign, height: int, width: int) -> list[Layer]:
+        """The host plan of the drawn layers for height x width images."""
+        layers = []
+        geometric_key = len(self.functions)
+        for layer_op, layer_magnitude, layer_sign in zip(op, magnitude, sign):
+            layer_op = np.asarray(layer_op)
+            level = np.asarray(layer_magnitude, dtype=np.float64) / 10.0
+            layer_sign = np.asarray(layer_sign, dtype=np.float64)
+            key = np.zeros(len(layer_op), dtype=np.int64)
+            argument = np.zeros(len(layer_op))
+            theta = None
+            for index, name in enumerate(self.names):
+                chosen = layer_op == index
+                if not chosen.any():
+                    continue
+                to_argument = _OPS[name][1]
+                value = to_argument(level[chosen], layer_sign[chosen]) if to_argument else level[chosen]
+                if name in _GEOMETRIC:
+                    key[chosen] = geometric_key
+                    if theta is None:
+                        theta = np.zeros((len(layer_op), 2, 3))
+                    theta[chosen] = pil_theta(affine_matrices(name, value, height, width), height, width)
+                else:
+                    key[chosen] = self.photometric.index(name) + 1
+                    argument[chosen] = value
+            layers.append(Layer(key, argument, self.functions, theta))
+        return layers
+
+    def apply(self, x: torch.Tensor, op, magnitude, sign) -> torch.Tensor:
+        """Given draws (num_ops x batch host arrays) on a batch."""
+        return apply_layers(x, self.layers(op, magnitude, sign, *x.shape[2:]))
 
     def forward(self, x: torch.Tensor, generator=None) -> torch.Tensor:
-        ops, magnitudes, signs = self.draw(x.shape[0], generator, x.device)
-        for op, magnitude, sign in zip(ops, magnitudes, signs):
-            x = self.apply_ops(x, op, magnitude, sign)
-        return x
-
-    def apply_ops(self, x, op, magnitude, sign):
-        """One layer: sample i gets op[i] (-1: none) at magnitude[i]; each op runs on its group."""
-        x = x.clone(memory_format=torch.contiguous_format)  # written in place below
-        level = magnitude / 10.0
-        groups = group_by(op, len(self.names))
-        geometric, geometric_level = [], torch.zeros_like(level)
-        for index, name in enumerate(self.names):
-            members = groups[index]
-            if members.numel() == 0:
-                continue
-            function, to_argument = _OPS[name]
-            argument = to_argument(level, sign) if to_argument else level
-            if name in _GEOMETRIC:  # all geometric ops of the layer go through one warp
-                geometric.append(members)
-                geometric_level[members] = argument[members]
-            else:
-                apply_grouped(x, members, function, argument)
-        if geometric:
-            matrix = _affine_matrices(self.names, op, geometric_level, *x.shape[2:])
-            warp = lambda image, m: pil_affine(image, m, self.fill, self.interpolation)  # noqa: E731
-            apply_grouped(x, torch.cat(geometric), warp, matrix)
-        return x
+        return self.apply(x, *self.draw(x.shape[0], generator))
 
 
 class ColorJitter(torch.nn.Module):
@@ -284,17 +425,17 @@ class ColorJitter(torch.nn.Module):
         if len(jitter) not in (3, 4) or (len(jitter) == 4 and jitter[3]):
             raise ValueError(f"color_jitter must be a number or (brightness, contrast, saturation[, 0]), got {jitter}")
         self.jitter = jitter[:3]
+        self.functions = tuple(_photometric(op) for op in (brightness, contrast, color))
+
+    def layers(self, batch: int, generator=None) -> list[Layer]:
+        """Three layers: at position p sample i gets the op its random order puts there."""
+        generator = host_generator(generator)
+        order = torch.rand((batch, 3), generator=generator).argsort(1).numpy()
+        factors = np.stack([uniform(max(0.0, 1 - j), 1 + j, (batch,), generator) for j in self.jitter])
+        active = np.array([bool(j) for j in self.jitter])
+        samples = np.arange(batch)
+        return [Layer(np.where(active[order[:, p]], order[:, p] + 1, 0), factors[order[:, p], samples],
+                      self.functions) for p in range(3)]
 
     def forward(self, x, generator=None):
-        batch, device = x.shape[0], x.device
-        order = torch.rand((batch, 3), generator=generator, device=device).argsort(1)
-        factors = [_uniform(max(0.0, 1 - j), 1 + j, (batch,), generator, device) for j in self.jitter]
-        x = x.clone(memory_format=torch.contiguous_format)  # written in place below
-        for position in range(3):
-            groups = group_by(order[:, position], 3)
-            for op, (function, jitter, factor) in enumerate(zip((brightness, contrast, color), self.jitter, factors)):
-                if jitter:
-                    apply_grouped(x, groups[op], function, factor)
-        return x
-
-
+        return apply_layers(x, self.layers(x.shape[0], generator))
