@@ -62,13 +62,16 @@ class Step:
         scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.common = dict(context=context, epoch=0, mixup_fn=self.mixup,
                            mixup_chunk=args.mixup_chunk, scaler=scaler, amp_dtype=self.amp,
-                           channels_last=args.channels_last, progress=False, check_every=10**9)
+                           channels_last=args.channels_last, check_every=10**9)
 
     def rate(self, batches, steps: int, warmup: int) -> float:
         """Images/s of `steps` training steps after `warmup` untimed ones."""
-        engine.train_one_epoch(self.forward, batches, warmup, self.optimizer, self.loss, **self.common)
+        context = self.common["context"]
+        # summary() waits for the device: the warm-up's queued work stays out of the timing.
+        engine.train_one_epoch(self.forward, batches, warmup, self.optimizer, self.loss,
+                               **self.common).summary(context)
         stats = engine.train_one_epoch(self.forward, batches, steps, self.optimizer, self.loss,
-                                       **self.common)
+                                       **self.common).summary(context)
         return stats["images_per_s"]
 
     def flops(self, images, targets) -> int:

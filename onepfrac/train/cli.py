@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stop-after", type=int, default=None,
                      help="end this process after this many epochs (checkpointed), keeping the "
                           "schedule of --epochs; continue with --resume auto (for job time limits)")
-    run.add_argument("--check-every", type=int, default=50, help="steps between NaN checks")
+    run.add_argument("--check-every", type=int, default=50,
+                     help="updates between host syncs: a NaN check, and the metrics and log "
+                          "lines of the epochs finished since the last one")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -14,6 +15,46 @@ from onepfrac.train.distributed import Context, all_reduce_sum
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite; the run stops and keeps its last checkpoint."""
+
+    def __init__(self, epoch: int, step: int | None = None):
+        where = f"epoch {epoch}" if step is None else f"epoch {epoch}, step {step}"
+        super().__init__(f"the training loss is not finite at {where}; lower --lr, raise "
+                         "--warmup-epochs, set --clip-grad or use --amp bf16 instead of fp16")
+
+
+@dataclass
+class EpochStats:
+    """What one epoch leaves behind without asking the device anything: its loss stays on the
+    device, so that a run of 3-step epochs (the released recipe) does not drain the GPU's queue
+    at every epoch's end. `mean_losses` reads many epochs' losses at once."""
+
+    loss_sum: torch.Tensor  # this rank's summed step losses, float64, on the device
+    steps: int
+    images: int  # this rank's
+    started: float  # time.perf_counter() when the host began the epoch
+
+    def summary(self, context: Context) -> dict:
+        """Mean loss across ranks, images/s and seconds of this epoch alone. Waits for the
+        device: for callers that time one epoch (benchmarks), not for the run loop."""
+        if context.device.type == "cuda":
+            torch.cuda.synchronize(context.device)
+        elapsed = time.perf_counter() - self.started
+        return {
+            "train_loss": mean_losses([self], context)[0],
+            "images_per_s": self.images * context.world_size / elapsed if elapsed > 0 else 0.0,
+            "steps": self.steps,
+            "seconds": elapsed,
+        }
+
+
+def mean_losses(epochs: list[EpochStats], context: Context) -> list[float]:
+    """Each epoch's loss averaged over its steps and over all ranks: one all_reduce and one copy
+    to the host for all the epochs given, however many."""
+    if not epochs:
+        return []
+    sums = all_reduce_sum(torch.stack([e.loss_sum for e in epochs]), context).cpu()
+    return [float(total) / (e.steps * context.world_size) if e.steps else float("nan")
+            for total, e in zip(sums.tolist(), epochs)]
 
 
 def make_loss(mixup_active: bool, smoothing: float) -> nn.Module:
@@ -50,8 +91,9 @@ def train_one_epoch(model, batches, steps: int, optimizer, loss_fn, *, context: 
                     epoch: int, mixup_fn=None, mixup_chunk: int = 0, scaler=None,
                     amp_dtype=None, clip_grad: float | None = None, model_ema=None,
                     lr_scheduler=None, updates_done: int = 0, channels_last: bool = False,
-                    check_every: int = 50, progress: bool = True) -> dict:
-    """Train for `steps` batches drawn from the iterator `batches`; returns the epoch's stats.
+                    check_every: int = 50, bar: tqdm | None = None) -> EpochStats:
+    """Train for `steps` batches drawn from the iterator `batches`, without waiting for the
+    device except at a NaN check; `bar` is the run's progress bar, advanced once per step.
 
     `lr_scheduler` is given only when the schedule steps per update (timm's step_update);
     the released recipe steps it per epoch, in the driver.
@@ -60,9 +102,7 @@ def train_one_epoch(model, batches, steps: int, optimizer, loss_fn, *, context: 
     model.train()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     seen = 0
-    bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", leave=False,
-               disable=not (progress and context.is_main))
-    start = time.perf_counter()
+    started = time.perf_counter()
     for step in range(steps):
         images, targets = next(batches)
         images = images.to(device, non_blocking=True)
@@ -85,37 +125,26 @@ def train_one_epoch(model, batches, steps: int, optimizer, loss_fn, *, context: 
             if clip_grad:
                 nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
             optimizer.step()
+        update = updates_done + step + 1
         if model_ema is not None:
-            model_ema.update(model, step=updates_done + step + 1)
+            model_ema.update(model, step=update)
         if lr_scheduler is not None:
-            lr_scheduler.step_update(num_updates=updates_done + step + 1)
+            lr_scheduler.step_update(num_updates=update)
         loss_sum += loss.detach().double()
         seen += len(images)
-        if (step + 1) % check_every == 0 or step + 1 == steps:
-            # One host sync every `check_every` steps: cheap, and it stops a diverged run early.
+        if update % check_every == 0:
+            # Counted in updates of the whole run, not per epoch: with 3-step epochs a check at
+            # every epoch's end would be a host sync every 3 steps.
             _stop_if_nonfinite(loss_sum, context, epoch, step)
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
-        bar.update()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    bar.close()
-    totals = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(steps), device=device,
-                                                                 dtype=torch.float64)]), context)
-    return {
-        "train_loss": float(totals[0] / totals[1]) if steps else float("nan"),
-        "images_per_s": seen * context.world_size / elapsed if elapsed > 0 else 0.0,
-        "steps": steps,
-        "seconds": elapsed,
-    }
+        if bar is not None:
+            bar.update()
+    return EpochStats(loss_sum, steps, seen, started)
 
 
 def _stop_if_nonfinite(loss_sum: torch.Tensor, context: Context, epoch: int, step: int) -> None:
-    bad = torch.tensor([0.0 if torch.isfinite(loss_sum) else 1.0], device=loss_sum.device)
+    bad = (~torch.isfinite(loss_sum)).to(torch.float64).reshape(1)  # stays on the device
     if all_reduce_sum(bad, context).item() > 0:
-        raise NonFiniteLoss(f"the training loss is not finite at epoch {epoch}, step {step + 1}; "
-                            "lower --lr, raise --warmup-epochs, set --clip-grad or use "
-                            "--amp bf16 instead of fp16")
+        raise NonFiniteLoss(epoch, step + 1)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from onepfrac.train import data as data_module
 from onepfrac.train import engine
@@ -29,7 +30,8 @@ METRICS = "metrics.jsonl"
 
 def log(context: Context, message: str) -> None:
     if context.is_main:
-        print(message, flush=True)
+        with tqdm.external_write_mode():  # lifts the run's progress bar above the line
+            print(message, flush=True)
 
 
 # ---------------------------------------------------------------- data
@@ -181,24 +183,77 @@ class MetricsLog:
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+                # Its own thread flushes every 30 s and close() the rest: a flush per record
+                # would touch the disk once per 3-step epoch of the released recipe.
+                self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"), flush_secs=30)
             except ImportError:
                 pass  # TensorBoard is optional
 
-    def write(self, record: dict) -> None:
-        if not self.enabled:
+    def write(self, records: list[dict]) -> None:
+        if not self.enabled or not records:
             return
         with self.path.open("a") as file:
-            file.write(json.dumps(record) + "\n")
+            file.writelines(json.dumps(record) + "\n" for record in records)
         if self.tensorboard is not None:
-            for key, value in record.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    self.tensorboard.add_scalar(key, value, record["epoch"])
-            self.tensorboard.flush()
+            for record in records:
+                for key, value in record.items():
+                    if key != "epoch" and isinstance(value, (int, float)):
+                        self.tensorboard.add_scalar(key, value, record["epoch"])
 
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+class PendingEpochs:
+    """Finished epochs whose losses are still on the device. They are read together at a
+    resolve point (one all_reduce and one copy to the host for all of them), because reading
+    each epoch's loss at its end would drain the GPU's queue every 3 steps in the released
+    recipe."""
+
+    def __init__(self, context: Context, metrics: MetricsLog, bar: tqdm, updates_done: int):
+        self.context, self.metrics, self.bar = context, metrics, bar
+        self.epochs: list[tuple[int, float, engine.EpochStats]] = []  # (epoch, lr, stats)
+        self.resolved_at = updates_done
+        self.window_start = time.perf_counter()
+
+    def add(self, epoch: int, lr: float, stats: engine.EpochStats) -> None:
+        self.epochs.append((epoch, lr, stats))
+
+    def due(self, updates_done: int, check_every: int) -> bool:
+        return updates_done - self.resolved_at >= check_every
+
+    def resolve(self, updates_done: int) -> list[dict]:
+        """The pending epochs' records. Raises NonFiniteLoss at the first epoch whose loss is not
+        finite, after writing the records of the epochs before it."""
+        losses = engine.mean_losses([stats for _, _, stats in self.epochs], self.context)
+        # The copy to the host has waited for the device, so the window's time covers all its
+        # training. Every epoch of the window gets the window's rate: an epoch's own rate would
+        # need a host sync at its end.
+        seconds = time.perf_counter() - self.window_start
+        images = sum(stats.images for _, _, stats in self.epochs) * self.context.world_size
+        rate = images / seconds if seconds > 0 else 0.0
+        records = [{"epoch": epoch, "train_loss": loss, "lr": lr, "images_per_s": rate}
+                   for (epoch, lr, _), loss in zip(self.epochs, losses)]
+        self.epochs, self.resolved_at = [], updates_done
+        bad = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+        if bad is not None:
+            self.write(records[:bad])
+            raise engine.NonFiniteLoss(records[bad]["epoch"])
+        return records
+
+    def write(self, records: list[dict]) -> None:
+        self.metrics.write(records)
+        for record in records:
+            log(self.context, " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in record.items()))
+        if records:
+            self.bar.set_postfix(loss=f"{records[-1]['train_loss']:.4f}",
+                                 lr=f"{records[-1]['lr']:.3g}")
+
+    def restart_clock(self) -> None:
+        """Evaluation, logging and checkpoints since the last resolve are not training time."""
+        self.window_start = time.perf_counter()
 
 
 # ---------------------------------------------------------------- entry point
@@ -304,49 +359,62 @@ def train(args, context: Context) -> int:
                  + (f", resuming after epoch {start_epoch}" if resumed else ""))
     name = f"{args.model}_{experiment_name(args)}"
     last_epoch_stats = {}
+    end_epoch = args.epochs if args.stop_after is None else min(args.epochs,
+                                                                start_epoch + args.stop_after)
+    bar = tqdm(total=(end_epoch - start_epoch) * steps_per_epoch, desc="train", unit="step",
+               leave=False, disable=not (args.progress and context.is_main))
+    pending = PendingEpochs(context, metrics, bar, updates_done=start_epoch * steps_per_epoch)
     loop_start, epochs_run = time.perf_counter(), 0
-    for epoch in range(start_epoch, args.epochs):
+    for epoch in range(start_epoch, end_epoch):
         # Main-process randomness (Mixup, drop path) restarts from (seed, epoch, rank), so a
         # run resumed at any epoch boundary continues exactly as an uninterrupted one.
         data_module.seed_everything(data_module.sample_seed(args.seed, epoch, 10**9 + context.rank))
         lr = optimizer.param_groups[0]["lr"]
-        stats = engine.train_one_epoch(
-            forward_model, batches, steps_per_epoch, optimizer, loss_fn, context=context,
-            epoch=epoch + 1, mixup_fn=mixup_fn, mixup_chunk=args.mixup_chunk, scaler=scaler,
-            amp_dtype=amp_dtype, clip_grad=args.clip_grad, model_ema=model_ema,
-            lr_scheduler=scheduler if args.sched_on_updates else None,
-            updates_done=epoch * steps_per_epoch, channels_last=args.channels_last,
-            check_every=args.check_every, progress=args.progress)
+        try:
+            stats = engine.train_one_epoch(
+                forward_model, batches, steps_per_epoch, optimizer, loss_fn, context=context,
+                epoch=epoch + 1, mixup_fn=mixup_fn, mixup_chunk=args.mixup_chunk, scaler=scaler,
+                amp_dtype=amp_dtype, clip_grad=args.clip_grad, model_ema=model_ema,
+                lr_scheduler=scheduler if args.sched_on_updates else None,
+                updates_done=epoch * steps_per_epoch, channels_last=args.channels_last,
+                check_every=args.check_every, bar=bar)
+        except engine.NonFiniteLoss:
+            pending.write(pending.resolve(epoch * steps_per_epoch))  # the epochs before it
+            raise
         if not args.sched_on_updates:
             scheduler.step(epoch + 1)
-        record = {"epoch": epoch + 1, "train_loss": stats["train_loss"], "lr": lr,
-                  "images_per_s": stats["images_per_s"]}
         done = epoch + 1
         epochs_run += 1
-        if val is not None and (done % args.eval_every == 0 or done == args.epochs):
+        pending.add(done, lr, stats)
+        evaluating = val is not None and (done % args.eval_every == 0 or done == args.epochs)
+        saving = done % args.save_every == 0 or done == end_epoch
+        # Records wait on the device until enough updates have passed, or until an evaluation
+        # or a checkpoint, which must come after the losses of the epochs before them.
+        if not (evaluating or saving or pending.due(done * steps_per_epoch, args.check_every)):
+            continue
+        records = pending.resolve(done * steps_per_epoch)
+        if evaluating:
             result = engine.evaluate(model_ema.module if model_ema is not None else model, val,
                                      context=context, num_classes=num_classes,
                                      amp_dtype=amp_dtype, channels_last=args.channels_last)
-            record.update(val_acc1=result["acc1"], val_acc5=result["acc5"],
-                          val_loss=result["loss"])
+            records[-1].update(val_acc1=result["acc1"], val_acc5=result["acc5"],
+                               val_loss=result["loss"])
             if best["acc1"] is None or result["acc1"] > best["acc1"]:
                 best = {"acc1": result["acc1"], "epoch": done}
-        metrics.write(record)
-        last_epoch_stats = record
-        log(context, " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in record.items()))
-        stopping = args.stop_after is not None and done - start_epoch >= args.stop_after
-        if done % args.save_every == 0 or done == args.epochs or stopping:
+        pending.write(records)
+        last_epoch_stats = records[-1]
+        if saving:
             if context.is_main:
                 state = checkpoint_state(args, model, optimizer, scheduler, scaler, model_ema,
                                          done, best)
                 ckpt.save_checkpoint(output_dir / LAST, state)
                 ckpt.save_checkpoint(output_dir / f"{name}_{done:03d}ep.pth", state)
             barrier(context)
-        if stopping and done < args.epochs:
-            log(context, f"stopping after epoch {done} (--stop-after {args.stop_after}); "
-                         "continue with --resume auto")
-            break
+        pending.restart_clock()
+    bar.close()
+    if end_epoch < args.epochs:
+        log(context, f"stopping after epoch {end_epoch} (--stop-after {args.stop_after}); "
+                     "continue with --resume auto")
     metrics.close()
     # End to end: epoch boundaries, evaluation, logging and checkpoints included.
     loop_seconds = time.perf_counter() - loop_start
