@@ -7,7 +7,8 @@
 #            optimiser, torch.compile and channels-last; model-only vs loader vs device, with MFU.
 #            -> bench.log, bench.jsonl
 #   trainer  the real trainer end to end on the same data (train/pre-training.sh, batch 256,
-#            bf16), under torchrun and under mpiexec (NCCL): images/s including every epoch
+#            bf16), under torchrun and under mpiexec (NCCL), and under torchrun with the
+#            augmentation on a side stream (LAUNCHERS "side"): images/s including every epoch
 #            boundary, log line and checkpoint. -> trainer.log, trainer.jsonl
 #   sweep    train/grids/gpu_delta.yaml (Table 5 at one-GPU scale), seed by seed.
 #            -> sweep.log, sweep_results.md, sweep_results.csv
@@ -19,14 +20,14 @@
 # SWEEP_SEEDS (default "0 1 2"), SWEEP_DEADLINE (seconds after which no new seed starts),
 # BENCH_EXTRA and E2E_EXTRA (more trainer options for the bench and trainer parts), BENCH_RUNS
 # (the bench runs' tags to do, default all), PIPELINES (default "loader device"), LAUNCHERS
-# (default "torchrun mpi").
+# (default "torchrun mpi side").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:?usage: bash benchmarks/gpu_report.sh OUTDIR [aug] [bench] [trainer] [sweep]}
 shift
 PARTS=${*:-aug bench trainer sweep}
 PIPELINES=${PIPELINES:-loader device}
-LAUNCHERS=${LAUNCHERS:-torchrun mpi}
+LAUNCHERS=${LAUNCHERS:-torchrun mpi side}
 PYTHON=$(command -v "${PYTHON:-python3}")
 DATA=${DATA:-/tmp/onepfrac_gpu}
 WORKERS=${WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
@@ -75,26 +76,32 @@ case " $PARTS " in *" bench "*)
     bench b1024_bf16_fused_compile --batch-size 1024 --repeats 4 --amp bf16 --fused-opt --compile --pipelines device
     bench b1024_bf16_fused_compile_cl --batch-size 1024 --repeats 4 --amp bf16 --fused-opt --compile \
         --channels-last --pipelines device
+    bench b256_bf16_fused_compile_side --batch-size 256 --amp bf16 --fused-opt --compile --side-stream \
+        --pipelines device
+    bench b1024_bf16_fused_compile_side --batch-size 1024 --repeats 4 --amp bf16 --fused-opt --compile \
+        --side-stream --pipelines device
     ;;
 esac
 
 case " $PARTS " in *" trainer "*)
     e2e() {
-        local launcher=$1 epochs=$2; shift 2
-        say "trainer end to end: LAUNCHER=$launcher, $epochs epochs of 3 x 256, $*"
+        local tag=$1 launcher=$2 epochs=$3; shift 3
+        say "trainer end to end ($tag): LAUNCHER=$launcher, $epochs epochs of 3 x 256, $*"
         LAUNCHER=$launcher NGPUS=1 BASE_DATADIR=$DATA EPOCHS=$epochs BATCH_SIZE=256 PYTHON=$PYTHON \
-            OUTPUT_DIR=$WORK/e2e_$launcher EXTRA_ARGS="--no-progress --save-every 100000 $* ${E2E_EXTRA:-}" \
-            bash train/pre-training.sh > "$WORK/e2e_$launcher.log" 2>&1
+            OUTPUT_DIR=$WORK/e2e_$tag EXTRA_ARGS="--no-progress --save-every 100000 $* ${E2E_EXTRA:-}" \
+            bash train/pre-training.sh > "$WORK/e2e_$tag.log" 2>&1
         local rc=$?
-        { echo "--- LAUNCHER=$launcher (exit $rc)"; head -5 "$WORK/e2e_$launcher.log"; echo ...;
-          tail -6 "$WORK/e2e_$launcher.log"; } | tee -a "$OUTDIR/trainer.log"
-        if [ -f "$WORK/e2e_$launcher/summary.json" ]; then
+        { echo "--- $tag: LAUNCHER=$launcher (exit $rc)"; head -5 "$WORK/e2e_$tag.log"; echo ...;
+          tail -6 "$WORK/e2e_$tag.log"; } | tee -a "$OUTDIR/trainer.log"
+        if [ -f "$WORK/e2e_$tag/summary.json" ]; then
             { echo -n "{\"launcher\": \"$launcher\", \"options\": \"$*\", \"summary\": ";
-              tr -d '\n' < "$WORK/e2e_$launcher/summary.json"; echo "}"; } >> "$OUTDIR/trainer.jsonl"
+              tr -d '\n' < "$WORK/e2e_$tag/summary.json"; echo "}"; } >> "$OUTDIR/trainer.jsonl"
         fi
     }
-    case " $LAUNCHERS " in *" torchrun "*) e2e torchrun "$E2E_EPOCHS" --amp bf16 --fused-opt --compile ;; esac
-    case " $LAUNCHERS " in *" mpi "*) e2e mpi $((E2E_EPOCHS / 4)) --amp fp16 ;; esac
+    case " $LAUNCHERS " in *" torchrun "*) e2e torchrun torchrun "$E2E_EPOCHS" --amp bf16 --fused-opt --compile ;; esac
+    case " $LAUNCHERS " in *" side "*)
+        e2e side torchrun "$E2E_EPOCHS" --amp bf16 --fused-opt --compile --side-stream ;; esac
+    case " $LAUNCHERS " in *" mpi "*) e2e mpi mpi $((E2E_EPOCHS / 4)) --amp fp16 ;; esac
     ;;
 esac
 

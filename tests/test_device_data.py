@@ -88,12 +88,10 @@ def test_image_folder_with_a_colour_image_keeps_three_channels(tmp_path):
     assert np.array_equal(data.images[1].numpy(), smooth_image(8, 8))
 
 
-def test_image_folder_of_mixed_sizes_needs_a_size(tmp_path):
+def test_image_folder_of_mixed_sizes_is_refused(tmp_path):
     write_folder(tmp_path, {"a": [to_pil(smooth_image(8, 8))], "b": [to_pil(smooth_image(9, 8))]})
-    with pytest.raises(ValueError, match="size="):
+    with pytest.raises(ValueError, match="differ in size"):
         DeviceDataset.from_image_folder(tmp_path, "cpu", progress=False)
-    data = DeviceDataset.from_image_folder(tmp_path, "cpu", size=6, progress=False)
-    assert data.images.shape == (2, 3, 6, 6)
 
 
 def test_dataset_rejects_float_images():

@@ -186,3 +186,10 @@ def test_rendered_3d_ofdb_shows_a_class_a_new_random_view_each_epoch():
     assert len(dataset) == 2  # one sample a class, as the released 3D-OFDB loader
     assert any(not np.array_equal(views[0], views[e]) for e in range(1, 6))
     assert np.array_equal(samples[(3, 0)][0], views[3])
+
+
+def test_side_stream_passes_batches_through_unchanged_off_cuda():
+    from onepfrac.train.data import on_side_stream
+    batches = [(torch.full((2, 3), float(i)), torch.tensor([i, i])) for i in range(4)]
+    out = list(on_side_stream(iter(batches), torch.device("cpu")))
+    assert len(out) == 4 and all(a is b for pair, same in zip(out, batches) for a, b in zip(pair, same))

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="passes over the dataset per epoch (for L smaller than a batch)")
     data.add_argument("--workers", type=int, default=None, help="DataLoader workers per process")
     data.add_argument("--data-pipeline", default="auto", help="auto, loader or device")
+    data.add_argument("--side-stream", action=argparse.BooleanOptionalAction, default=False,
+                      help="device pipeline on CUDA: augment the next batch on a second stream "
+                           "while the model trains on this one (no effect elsewhere)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="vit_tiny_patch16_224")

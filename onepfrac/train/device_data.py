@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
-from tqdm import tqdm
 
 from onepfrac.train.device_randaugment import (ColorJitter, Packet, RandAugment, Schedule, _is_identity,
                                               _round_uint8, first_valid, host_generator, randint_inclusive,
@@ -47,40 +45,12 @@ class DeviceDataset:
         self.classes = classes
 
     @classmethod
-    def from_image_folder(cls, root, device, size=None, progress=True) -> "DeviceDataset":
-        """Decode an ImageFolder-layout folder once (labels = sorted folder names, as ImageFolder).
+    def from_image_folder(cls, root, device, progress=True) -> "DeviceDataset":
+        """Decode an ImageFolder-layout folder once, as the trainer does (onepfrac.train.data:
+        labels = sorted folder names, gray images (RGB ones with equal channels too) one channel)."""
+        from onepfrac.train import data
 
-        Images go through ImageFolder's loader conversion (PIL, RGB); when every image has three
-        equal channels the dataset keeps one. All images must share one size, unless `size`
-        (int or (h, w)) is given: then each is resized to it (PIL bicubic) on decoding.
-        """
-        from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
-        classes, class_to_idx = find_classes(str(root))
-        samples = make_dataset(str(root), class_to_idx, IMG_EXTENSIONS)
-        if not samples:
-            raise ValueError(f"no images found under {root}")
-        if isinstance(size, int):
-            size = (size, size)
-        images = None
-        labels = torch.empty(len(samples), dtype=torch.int64)
-        for index, (path, label) in enumerate(tqdm(samples, desc="decoding", unit="img", disable=not progress)):
-            with Image.open(path) as image:
-                image = image.convert("RGB")  # ImageFolder's default loader
-                if size is not None and image.size != (size[1], size[0]):
-                    image = image.resize((size[1], size[0]), Image.BICUBIC)
-                pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-            if images is None:
-                images = torch.empty((len(samples), 1, *pixels.shape[1:]), dtype=torch.uint8)
-            if pixels.shape[1:] != images.shape[2:]:
-                raise ValueError(f"{path} is {pixels.shape[2]} x {pixels.shape[1]} px but earlier images are "
-                                 f"{images.shape[3]} x {images.shape[2]}: pass size= to resize them")
-            gray = bool((pixels[0] == pixels[1]).all() and (pixels[0] == pixels[2]).all())
-            if images.shape[1] == 1 and not gray:
-                images = images.expand(-1, 3, -1, -1).clone()  # the first colour image: keep 3 channels
-            images[index] = pixels[:1] if images.shape[1] == 1 else pixels
-            labels[index] = label
-        return cls(images, labels, device, classes=classes)
+        return data.to_device_dataset(data.open_folder(root, "root", in_memory="always", progress=progress), device)
 
     def __len__(self) -> int:
         return self.images.shape[0]

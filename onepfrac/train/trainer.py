@@ -100,8 +100,10 @@ def train_batches(args, dataset, context: Context, start_epoch: int):
     if pipeline == "device":
         on_device = data_module.to_device_dataset(dataset, context.device)
         log(context, f"data pipeline: device ({why}; {on_device.nbytes / 2**20:.1f} MiB)")
-        return data_module.device_batches(on_device, sampler, data_module.device_augment(args),
-                                          args.seed), sampler.steps_per_epoch
+        batches = data_module.device_batches(on_device, sampler, data_module.device_augment(args), args.seed)
+        if args.side_stream:
+            batches = data_module.on_side_stream(batches, context.device)
+        return batches, sampler.steps_per_epoch
     samples = data_module.SeededSamples(dataset, data_module.train_transform(args), args.seed)
     workers = workers_for(args)
     log(context, f"data pipeline: loader with {workers} worker(s) per process ({why})")
