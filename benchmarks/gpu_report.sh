@@ -10,10 +10,12 @@
 #            bf16), under torchrun and under mpiexec (NCCL), and under torchrun with the
 #            augmentation on a side stream (LAUNCHERS "side"): images/s including every epoch
 #            boundary, log line and checkpoint. -> trainer.log, trainer.jsonl
+#   epochs   bench_epochs.py: what an epoch boundary costs the trainer (1 epoch x 60 steps
+#            against 20 epochs x 3 steps, tiny ViT at 224 px), both pipelines. -> epochs.log
 #   sweep    train/grids/gpu_delta.yaml (Table 5 at one-GPU scale), seed by seed.
 #            -> sweep.log, sweep_results.md, sweep_results.csv
 #
-#   bash benchmarks/gpu_report.sh OUTDIR [aug] [bench] [trainer] [sweep]     (default: all four)
+#   bash benchmarks/gpu_report.sh OUTDIR [aug] [bench] [trainer] [epochs] [sweep]   (default: all)
 #
 # Environment: PYTHON (default python3), DATA (where the 1p-frac set is generated, default
 # /tmp/onepfrac_gpu), WORKERS (loader workers, default: cores - 2), E2E_EPOCHS (default 400),
@@ -23,9 +25,9 @@
 # (default "torchrun mpi side").
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUTDIR=${1:?usage: bash benchmarks/gpu_report.sh OUTDIR [aug] [bench] [trainer] [sweep]}
+OUTDIR=${1:?usage: bash benchmarks/gpu_report.sh OUTDIR [aug] [bench] [trainer] [epochs] [sweep]}
 shift
-PARTS=${*:-aug bench trainer sweep}
+PARTS=${*:-aug bench trainer epochs sweep}
 PIPELINES=${PIPELINES:-loader device}
 LAUNCHERS=${LAUNCHERS:-torchrun mpi side}
 PYTHON=$(command -v "${PYTHON:-python3}")
@@ -102,6 +104,13 @@ case " $PARTS " in *" trainer "*)
     case " $LAUNCHERS " in *" side "*)
         e2e side torchrun "$E2E_EPOCHS" --amp bf16 --fused-opt --compile --side-stream ;; esac
     case " $LAUNCHERS " in *" mpi "*) e2e mpi mpi $((E2E_EPOCHS / 4)) --amp fp16 ;; esac
+    ;;
+esac
+
+case " $PARTS " in *" epochs "*)
+    say "bench_epochs.py ($WORKERS loader workers)"
+    "$PYTHON" benchmarks/bench_epochs.py --device cuda --img-size 224 --workers "$WORKERS" 2>&1 \
+        | tee -a "$OUTDIR/epochs.log"
     ;;
 esac
 

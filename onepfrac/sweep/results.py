@@ -150,9 +150,9 @@ def svg(rows: list[dict], title: str) -> str:
     scale = width / 100.0
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
-           f'<rect width="100%" height="100%" fill="white"/>',
+           '<rect width="100%" height="100%" fill="white"/>',
            f'<text x="10" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
-           f'<text x="10" y="36" fill="#555">fine-tuning top-1 (%), best epoch, mean ± std over seeds</text>']
+           '<text x="10" y="36" fill="#555">fine-tuning top-1 (%), best epoch, mean ± std over seeds</text>']
     for tick in range(0, 101, 20):
         x = left + tick * scale
         out.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 30}" stroke="#ddd"/>')
