@@ -14,6 +14,7 @@ import pytest
 
 from onepfrac import generate
 from onepfrac.datasets import onepfrac as onepfrac_dataset
+from onepfrac.train import engine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,3 +198,20 @@ def pretrained_checkpoint(tmp_path_factory, train_fractal) -> Path:
                         "--batch-size", "4", "--epochs", "2", "--output-dir", out])
     assert result.returncode == 0, result.stderr
     return out / "checkpoint_last.pth"
+
+
+def poison_loss_from_call(monkeypatch, first_bad: int) -> None:
+    """The loss becomes NaN from its `first_bad`-th call (1-based) on."""
+    real = engine.make_loss
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        loss = real(*args, **kwargs)
+
+        def forward(logits, targets):
+            calls.append(1)
+            value = loss(logits, targets)
+            return value * float("nan") if len(calls) >= first_bad else value
+        return forward
+
+    monkeypatch.setattr(engine, "make_loss", poisoned)

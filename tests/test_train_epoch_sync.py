@@ -6,7 +6,7 @@ import types
 
 import torch
 
-from conftest import LIGHT_RECIPE, TINY_MODEL, read_metrics
+from conftest import LIGHT_RECIPE, TINY_MODEL, poison_loss_from_call, read_metrics
 from onepfrac.train import engine, trainer
 from onepfrac.train.cli import main
 
@@ -35,23 +35,6 @@ def count_calls(monkeypatch, owner, name) -> list:
 
     monkeypatch.setattr(owner, name, counted)
     return calls
-
-
-def poison_loss_from_call(monkeypatch, first_bad: int) -> None:
-    """The loss becomes NaN from its `first_bad`-th call (1-based) on."""
-    real = engine.make_loss
-    calls = []
-
-    def poisoned(*args, **kwargs):
-        loss = real(*args, **kwargs)
-
-        def forward(logits, targets):
-            calls.append(1)
-            value = loss(logits, targets)
-            return value * float("nan") if len(calls) >= first_bad else value
-        return forward
-
-    monkeypatch.setattr(engine, "make_loss", poisoned)
 
 
 def test_records_are_the_same_whether_read_every_update_or_once_at_the_end(tmp_path, train_fractal):

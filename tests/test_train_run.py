@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import LIGHT_RECIPE, TINY_MODEL, read_metrics, run_train
+from conftest import LIGHT_RECIPE, TINY_MODEL, poison_loss_from_call, read_metrics, run_train
 from onepfrac.train import checkpoint, engine, trainer
 from onepfrac.train.cli import main
 
@@ -102,19 +102,7 @@ def test_dataloader_workers_do_not_change_the_result(tmp_path, train_fractal):
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, train_fractal, monkeypatch, capsys):
     out = tmp_path / "out"
-    real = engine.make_loss
-    calls = []
-
-    def poisoned(*args, **kwargs):
-        loss = real(*args, **kwargs)
-
-        def forward(logits, targets):
-            calls.append(1)
-            value = loss(logits, targets)
-            return value * float("nan") if len(calls) > 4 else value  # 2 steps an epoch: NaN in epoch 3
-        return forward
-
-    monkeypatch.setattr(engine, "make_loss", poisoned)
+    poison_loss_from_call(monkeypatch, 5)  # 2 steps an epoch: NaN in epoch 3
     code = main(pretrain_args(train_fractal, out, "--epochs", "5", "--save-every", "1", "--check-every", "1"))
     err = capsys.readouterr().err
     assert code == 3 and "not finite at epoch 3" in err and "last good checkpoint" in err

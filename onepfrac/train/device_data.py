@@ -214,6 +214,25 @@ def erase(x: torch.Tensor, positions: torch.Tensor, boxes: torch.Tensor, mode: s
     return x
 
 
+def draw_seed(generator=None) -> int:
+    """A seed for a device generator, drawn on the host so the batch stays reproducible."""
+    return int(torch.randint(0, 2**62, (), generator=host_generator(generator)))
+
+
+def noise_generator(device, seed: int, cache: dict | None = None):
+    """A generator on `device` seeded with `seed` (kept in `cache` to be reseeded next time);
+    None on the meta device, which has none."""
+    device = torch.device(device)
+    if device.type == "meta":
+        return None
+    generator = None if cache is None else cache.get(device)
+    if generator is None:
+        generator = torch.Generator(device=device)
+        if cache is not None:
+            cache[device] = generator
+    return generator.manual_seed(seed)
+
+
 def random_erase(x: torch.Tensor, probability: float, mode: str, max_count: int, generator=None,
                  **limits) -> torch.Tensor:
     """timm's RandomErasing on a normalised batch (a copy), each sample on its own draws."""
@@ -225,10 +244,7 @@ def random_erase(x: torch.Tensor, probability: float, mode: str, max_count: int,
         packet.add("positions", positions, np.int64)
         packet.add("boxes", boxes[positions], np.float32)
         sent = packet.send(x.device)
-        noise = torch.Generator(device=x.device) if x.device.type != "meta" else None
-        if noise is not None:
-            noise.manual_seed(int(torch.randint(0, 2**62, (), generator=host_generator(generator))))
-        erase(x, sent["positions"], sent["boxes"], mode, noise)
+        erase(x, sent["positions"], sent["boxes"], mode, noise_generator(x.device, draw_seed(generator)))
     return x
 
 
@@ -281,15 +297,7 @@ class DeviceAugment(torch.nn.Module):
             self.color_jitter = ColorJitter(color_jitter)
         else:
             self.color_jitter = None  # timm adds ColorJitter only without auto-augment
-        self._noise_generators = {}
-
-    def _noise_generator(self, device: torch.device, seed: int):
-        """The erasing noise's generator on the device, reseeded from the host draws each batch."""
-        if device.type == "meta":
-            return None
-        if device not in self._noise_generators:
-            self._noise_generators[device] = torch.Generator(device=device)
-        return self._noise_generators[device].manual_seed(seed)
+        self._noise_generators = {}  # the erasing noise's, one per device, reseeded each batch
 
     def layers(self, batch: int, generator) -> list:
         size = self.img_size
@@ -322,7 +330,7 @@ class DeviceAugment(torch.nn.Module):
             packet.add("erase.positions", positions, np.int64)
             packet.add("erase.boxes", boxes[schedule.order[positions]], np.float32)
             erased = len(positions)
-            noise_seed = int(torch.randint(0, 2**62, (), generator=generator))
+            noise_seed = draw_seed(generator)
         if schedule.restore is not None:
             packet.add("restore", schedule.restore, np.int64)
         return BatchPlan(packet, schedule, gather=index is not None or not _is_identity(rows),
@@ -343,7 +351,7 @@ class DeviceAugment(torch.nn.Module):
         x = (x - self.mean_) / self.std_  # gray broadcasts to 3 channels here
         if plan.erased:
             erase(x, sent["erase.positions"], sent["erase.boxes"], self.re_mode,
-                  self._noise_generator(device, plan.noise_seed))
+                  noise_generator(device, plan.noise_seed, self._noise_generators))
         return x if plan.schedule.restore is None else x[sent["restore"]]
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
@@ -353,8 +361,6 @@ class DeviceAugment(torch.nn.Module):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"expected a uint8 batch B x C x H x W, got {images.dtype} {tuple(images.shape)}")
         on_device = isinstance(index, torch.Tensor) and index.device == images.device
-        if index is not None and not on_device:
-            index = np.asarray(index, dtype=np.int64)
         batch = images.shape[0] if index is None else len(index)
         plan = self.plan(batch, *images.shape[2:], generator, None if on_device else index)
         return self.run(images, plan, index if on_device else None)
