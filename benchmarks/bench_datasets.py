@@ -45,7 +45,7 @@ def measure(name: str, scale: float) -> dict:
     classes, instances = datasets.counts(module, config)
 
     start = time.perf_counter()
-    shared = module.prepare(config)
+    shared = datasets.prepare(module, config)
     prepare_s = time.perf_counter() - start
     datasets.class_images(module, config, shared, 0)  # compiles the kernels outside the timings
 

@@ -5,7 +5,7 @@
 Prints images/s end to end (render + PNG + write + manifest) on 1 worker and on all
 cores, and a per-stage breakdown of one image on one core, whose sum is the floor
 of this implementation. The released generator makes about 0.28 images/s on one core
-(../shared/REFERENCE.md).
+(docs/released-code.md, "Measurements on a 2-core CPU machine").
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from onepfrac import png, render
-from onepfrac.datasets import onepfrac as onepfrac_dataset
-from onepfrac.generate import available_cores, generate
+from onepfrac.datasets import single_fractal
+from onepfrac.cores import available_cores
+from onepfrac.generate import generate
 
 RELEASED_IMAGES_PER_S = 0.28
 
 
 def end_to_end(samples: int, workers: int, repeats: int) -> float:
     """Best images/s over `repeats` fresh datasets (the numba kernels are already compiled)."""
-    config = onepfrac_dataset.Config(samples=samples)
+    config = single_fractal.Config(samples=samples)
     rates = []
     for _ in range(repeats):
         folder = Path(tempfile.mkdtemp(prefix="bench_generate_"))
@@ -43,9 +44,9 @@ def end_to_end(samples: int, workers: int, repeats: int) -> float:
 
 def stages(repeats: int = 200) -> dict[str, float]:
     """Milliseconds per image for each step of one class on one core."""
-    config = onepfrac_dataset.Config()
-    base = onepfrac_dataset.find_base(config)
-    indices = onepfrac_dataset.released_map_indices(base.system.probabilities, config.points)
+    config = single_fractal.Config()
+    base = single_fractal.find_base(config)
+    indices = render.released_map_choices(base.system.probabilities, config.points - 1)
     rng = np.random.default_rng(0)
     coefficients = base.system.coefficients
     timings = {}

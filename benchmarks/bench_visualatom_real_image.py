@@ -14,12 +14,13 @@ import time
 import cv2
 import numpy as np
 
+from onepfrac import datasets
 from onepfrac.datasets import real_image, visualatom
 
 
 def rate(module, config, images: int) -> tuple[float, float]:
     """(images/s, mean fraction of non-zero values) over `images` renders: classes 0.. with instance 0."""
-    shared = module.prepare(config)
+    shared = datasets.prepare(module, config)
     params = [module.class_params(config, shared, i) for i in range(images)]
     module.render_instance(config, shared, params[0], 0)  # compile numba kernels, load the image
     fills = []

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from onepfrac import datasets, png
-from onepfrac.datasets import onepfrac as onepfrac_dataset
+from onepfrac.datasets import single_fractal
 from onepfrac.generate import MANIFEST
 
 PAPER_DELTAS = (0.01, 0.05, 0.1, 0.2)  # Table 5
@@ -57,26 +57,26 @@ def dataset_grid(root: Path, count: int = 16, columns: int = 8, thumb: int = 128
     return compose(rows, thumb, title=root.name)
 
 
-def delta_grid(config: onepfrac_dataset.Config, deltas=PAPER_DELTAS, classes: int = 6, thumb: int = 128) -> Image.Image:
+def delta_grid(config: single_fractal.Config, deltas=PAPER_DELTAS, classes: int = 6, thumb: int = 128) -> Image.Image:
     """One base system (found at the largest delta, so it serves every row), `classes` perturbations per delta."""
-    base = onepfrac_dataset.find_base(replace(config, delta=max(deltas)))
+    base = single_fractal.find_base(replace(config, delta=max(deltas)))
     rows = []
     for delta in deltas:
         row_config = replace(config, delta=delta)
-        rows.append((f"delta {delta}", [onepfrac_dataset.render_class(row_config, base, i).image for i in range(classes)]))
+        rows.append((f"delta {delta}", [single_fractal.render_class(row_config, base, i).image for i in range(classes)]))
     return compose(rows, thumb, title=f"1p-frac: sigma {config.sigma}, classes 0-{classes - 1} per delta",
                   column_labels=[f"class {i}" for i in range(classes)])
 
 
-def sigma_grid(config: onepfrac_dataset.Config, sigmas=PAPER_SIGMAS, seeds=(0, 1, 2), thumb: int = 128) -> Image.Image:
+def sigma_grid(config: single_fractal.Config, sigmas=PAPER_SIGMAS, seeds=(0, 1, 2), thumb: int = 128) -> Image.Image:
     """The base system of each sigma-factor (columns) for a few seeds (rows)."""
     rows = []
     for seed in seeds:
         images = []
         for sigma in sigmas:
             seeded = replace(config, sigma=sigma, seed=seed)
-            base = onepfrac_dataset.find_base(seeded)
-            images.append(onepfrac_dataset.render_base(seeded, base))
+            base = single_fractal.find_base(seeded)
+            images.append(single_fractal.render_base(seeded, base))
         rows.append((f"seed {seed}", images))
     return compose(rows, thumb, title="1p-frac base systems by sigma-factor (N = 2)",
                   column_labels=[f"sigma {s}" for s in sigmas])
@@ -101,7 +101,7 @@ def formula_grid(name: str, config=None, classes: int = 4, thumb: int = 112) -> 
     """
     module = datasets.load(name)
     config = config if config is not None else module.Config()
-    shared = module.prepare(config)
+    shared = datasets.prepare(module, config)
     _, instances = datasets.counts(module, config)
     if instances == 1:
         columns = 6
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
             image.save(args.out_dir / FIGURE_NAMES[name], optimize=True)
             print(args.out_dir / FIGURE_NAMES[name])
         return 0
-    config = onepfrac_dataset.Config(seed=args.seed)
+    config = single_fractal.Config(seed=args.seed)
     for name, image in (("1p-frac_delta.png", delta_grid(config)), ("1p-frac_sigma.png", sigma_grid(config))):
         image.save(args.out_dir / name, optimize=True)
         print(args.out_dir / name)

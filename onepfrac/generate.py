@@ -20,24 +20,20 @@ import multiprocessing
 import os
 import signal
 import sys
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from onepfrac import __version__, datasets, ifs, png, render
-from onepfrac.datasets import onepfrac as onepfrac_dataset
+from onepfrac import __version__, datasets, png
+from onepfrac.cores import available_cores
+from onepfrac.errors import UsageError, UserError
 
 MANIFEST = "manifest.json"
 PARTIAL = "manifest.partial.jsonl"
 TEMP_SUFFIX = ".tmp"
 FORMAT = "onepfrac-dataset/1"
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line, exit code 2, before anything is written."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -46,63 +42,6 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 PROG = "python -m onepfrac.generate"
-# What a user who reaches for another dataset's count option most likely meant.
-COUNT_HINTS = {("1p-frac", "--classes"): "1p-frac counts its classes with --samples",
-               ("1p-frac", "--instances"): "1p-frac has one image per class",
-               ("ofdb", "--instances"): "2D-OFDB has one image per category",
-               ("*", "--samples"): "--samples is 1p-frac's; this dataset counts classes with --classes"}
-
-
-def _new_parser(dataset: str) -> argparse.ArgumentParser:
-    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=list(datasets.DATASETS), default=dataset,
-                   help="which generator; `--dataset NAME --help` shows its options (default %(default)s)")
-    return p
-
-
-def _add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--png-bits", type=int, choices=png.BITS, default=8, help="8-bit grayscale or 1-bit palette PNGs, same pixels (default %(default)s)")
-    p.add_argument("--png-compression", type=int, default=1, help="zlib level 0..9 (default %(default)s)")
-
-
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=0, help="processes; 0 = all cores (default %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def build_parser(dataset: str = datasets.DEFAULT, module=None) -> argparse.ArgumentParser:
-    """The options of one dataset: 1p-frac's as written below, the others' from their Config fields."""
-    if dataset != datasets.DEFAULT:
-        return _dataset_parser(dataset, module or datasets.load(dataset))
-    d = onepfrac_dataset.Config()
-    p = _new_parser(dataset)
-    p.add_argument("--base-savedir", default="./data", help="folder that receives the dataset folder (default %(default)s)")
-    p.add_argument("--sigma", type=float, default=d.sigma, help="sigma-factor of the base system, in (0, 3 x n-maps] (default %(default)s)")
-    p.add_argument("--delta", type=float, default=d.delta, help="perturbation size, in [0, 1) (default %(default)s)")
-    p.add_argument("--samples", type=int, default=d.samples, help="L: number of perturbations = classes (default %(default)s)")
-    p.add_argument("--n-maps", type=int, default=d.n_maps, help="N: maps of the base system, 2..32 (default %(default)s)")
-    p.add_argument("--size", type=int, default=d.size, help="image side in pixels (default %(default)s)")
-    p.add_argument("--points", type=int, default=d.points, help="orbit length including the start point (default %(default)s)")
-    p.add_argument("--pad", type=int, default=d.pad, help="margin of the rescaled orbit in pixels (default %(default)s)")
-    p.add_argument("--drawing", choices=render.DRAWINGS, default=d.drawing, help="3 x 3 random patches or single points (default %(default)s)")
-    p.add_argument("--fill-threshold", type=float, default=d.fill_threshold, help="a class needs more than this fraction of non-zero pixels (default %(default)s)")
-    p.add_argument("--perturbation", choices=ifs.PERTURBATIONS, default=d.perturbation,
-                   help="multiplicative: x U(1-delta, 1+delta) (released code); additive: + U(-delta/2, delta/2) (paper) (default %(default)s)")
-    p.add_argument("--sigma-jitter", type=float, default=d.sigma_jitter, help="the base's sigma is drawn from U(sigma - j, sigma + j), as released (default %(default)s)")
-    p.add_argument("--orbit", choices=onepfrac_dataset.ORBITS, default=d.orbit,
-                   help="fixed: every image uses the released map-choice sequence (numpy seed 100); per-image: its own (default %(default)s)")
-    p.add_argument("--burn-in", type=int, default=d.burn_in,
-                   help="drop the first points (start point and transient) before framing and drawing; "
-                        "the released renderer keeps them (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the base system, perturbations and patch masks (default %(default)s)")
-    _add_output_options(p)
-    p.add_argument("--probes", type=int, default=d.probes, help="perturbations drawn to judge a base system (default %(default)s)")
-    p.add_argument("--probe-pass-rate", type=float, default=d.probe_pass_rate,
-                   help="fraction of the probes that must pass the fill test for a base to be used, in (0, 1] (default %(default)s)")
-    p.add_argument("--max-base-tries", type=int, default=d.max_base_tries, help="base systems to try before giving up (default %(default)s)")
-    p.add_argument("--max-class-tries", type=int, default=d.max_class_tries, help="perturbations to try per class before giving up (default %(default)s)")
-    _add_run_options(p)
-    return p
 
 
 def _boolean(text: str) -> bool:
@@ -113,21 +52,25 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
-def _dataset_parser(dataset: str, module) -> argparse.ArgumentParser:
-    """Options from the module's Config: `--field-name`, typed by the default, CHOICES and HELP if given."""
-    p = _new_parser(dataset)
+def build_parser(dataset: str = datasets.DEFAULT, module=None) -> argparse.ArgumentParser:
+    """The options of one dataset, from its Config fields: `--field-name`, typed by the default,
+    with the module's CHOICES and HELP; then the output and run options every dataset shares."""
+    module = module or datasets.load(dataset)
+    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=list(datasets.DATASETS), default=dataset,
+                   help="which generator; `--dataset NAME --help` shows its options (default %(default)s)")
     p.add_argument("--base-savedir", default="./data", help="folder that receives the dataset folder (default %(default)s)")
     choices, helps = getattr(module, "CHOICES", {}), getattr(module, "HELP", {})
-    for field in fields(module.Config):
-        if field.default is MISSING or field.name.startswith("_"):
-            continue  # not settable from the command line
+    for field in datasets.options(module):
         default = field.default
         kind = _boolean if isinstance(default, bool) else type(default) if isinstance(default, (int, float, str)) else str
         text = helps.get(field.name, "seed of everything random" if field.name == "seed" else "")
         p.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind, default=default,
                        choices=choices.get(field.name), help=f"{text} (default %(default)s)".strip())
-    _add_output_options(p)
-    _add_run_options(p)
+    p.add_argument("--png-bits", type=int, choices=png.BITS, default=8, help="8-bit grayscale or 1-bit palette PNGs, same pixels (default %(default)s)")
+    p.add_argument("--png-compression", type=int, default=1, help="zlib level 0..9 (default %(default)s)")
+    p.add_argument("--workers", type=int, default=0, help="processes; 0 = all cores (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -135,14 +78,29 @@ def options_of(parser: argparse.ArgumentParser) -> list[str]:
     return [a.option_strings[-1] for a in parser._actions if a.option_strings and a.option_strings[-1] != "--help"]
 
 
-def refuse_extra(dataset: str, parser: argparse.ArgumentParser, extra: list[str]) -> None:
+def owners(option: str, but: str) -> list[str]:
+    """The other datasets that have `option`."""
+    found = []
+    for name in datasets.DATASETS:
+        if name != but:
+            try:
+                if option in {f"--{f.name.replace('_', '-')}" for f in datasets.options(datasets.load(name))}:
+                    found.append(name)
+            except (ImportError, datasets.UnknownDataset):
+                continue  # a dataset whose dependencies are missing has no say here
+    return found
+
+
+def refuse_extra(dataset: str, module, parser: argparse.ArgumentParser, extra: list[str]) -> None:
     """Options that belong to no option of this dataset: name the first, its value and what is allowed."""
     option, _, value = extra[0].partition("=")
     if not value and len(extra) > 1 and not extra[1].startswith("--"):
         value = extra[1]
     if not option.startswith("-"):
         raise UsageError(f"unexpected argument {option!r}: every setting is an --option")
-    hint = COUNT_HINTS.get((dataset, option)) or (COUNT_HINTS.get(("*", option)) if dataset != datasets.DEFAULT else None)
+    hint = getattr(module, "HINTS", {}).get(option)
+    if hint is None and owners(option, dataset):
+        hint = f"{option} is an option of --dataset {', '.join(owners(option, dataset))}"
     given = f"{option} {value}" if value else option
     hint = f" ({hint})" if hint else ""
     raise UsageError(f"{given} does not apply to --dataset {dataset}{hint}; its options are {', '.join(options_of(parser))}")
@@ -156,62 +114,14 @@ def selected_dataset(argv: list[str]) -> str:
     return known.dataset
 
 
-def dataset_name(config: onepfrac_dataset.Config) -> str:
-    """1p-frac's folder name, as the released generator names it."""
-    return datasets.folder_name(datasets.load(datasets.DEFAULT), config)
-
-
-def validate(args: argparse.Namespace) -> onepfrac_dataset.Config:
-    """Check every option against its allowed range; raise UsageError naming the first bad one."""
-    def need(ok: bool, message: str):
-        if not ok:
-            raise UsageError(message)
-
-    need(2 <= args.n_maps <= 32, f"--n-maps {args.n_maps} is outside the allowed range 2..32")
-    top = 3 * args.n_maps
-    need(np.isfinite(args.sigma) and 0 < args.sigma <= top,
-         f"--sigma {args.sigma} is outside (0, {top}]: the sigma-factor of {args.n_maps} maps is at most 3 x {args.n_maps}")
-    need(np.isfinite(args.delta) and 0 <= args.delta < 1, f"--delta {args.delta} is outside [0, 1)")
-    need(args.seed >= 0, f"--seed {args.seed} must be 0 or more")
-    need(args.samples >= 1, f"--samples {args.samples} must be at least 1")
-    need(args.pad >= 0, f"--pad {args.pad} must be at least 0")
-    need(args.size <= 16384, f"--size {args.size} is above the largest allowed, 16384")
-    need(args.size >= 2 * args.pad + 4,
-         f"--size {args.size} is too small for --pad {args.pad}: it must be at least 2 x pad + 4 = {2 * args.pad + 4}")
-    need(args.points >= 2, f"--points {args.points} must be at least 2")
-    need(0 <= args.burn_in <= args.points - 2,
-         f"--burn-in {args.burn_in} is outside 0..{args.points - 2} (--points {args.points} minus the 2 points a frame needs)")
-    need(np.isfinite(args.fill_threshold) and 0 <= args.fill_threshold < 1,
-         f"--fill-threshold {args.fill_threshold} is outside [0, 1)")
-    need(np.isfinite(args.sigma_jitter) and 0 <= args.sigma_jitter < args.sigma,
-         f"--sigma-jitter {args.sigma_jitter} is outside [0, sigma) = [0, {args.sigma})")
-    need(0 <= args.png_compression <= 9, f"--png-compression {args.png_compression} is outside 0..9")
-    need(args.probes >= 1, f"--probes {args.probes} must be at least 1")
-    need(np.isfinite(args.probe_pass_rate) and 0 < args.probe_pass_rate <= 1,
-         f"--probe-pass-rate {args.probe_pass_rate} is outside (0, 1]")
-    need(args.max_base_tries >= 1, f"--max-base-tries {args.max_base_tries} must be at least 1")
-    need(args.max_class_tries >= 1, f"--max-class-tries {args.max_class_tries} must be at least 1")
-    need(args.workers >= 0, f"--workers {args.workers} must be 0 (all cores) or more")
-    names = {f.name for f in fields(onepfrac_dataset.Config)}
-    return onepfrac_dataset.Config(**{k: v for k, v in vars(args).items() if k in names})
-
-
-def validate_dataset(module, args: argparse.Namespace):
+def validate(module, args: argparse.Namespace):
     """The chosen module's Config from the options; raise UsageError naming the first bad one."""
-    if args.seed < 0:
-        raise UsageError(f"--seed {args.seed} must be 0 or more")
     if not 0 <= args.png_compression <= 9:
         raise UsageError(f"--png-compression {args.png_compression} is outside 0..9")
     if args.workers < 0:
         raise UsageError(f"--workers {args.workers} must be 0 (all cores) or more")
-    names = {f.name for f in fields(module.Config)}
-    try:
-        config = module.Config(**{k: v for k, v in vars(args).items() if k in names})
-        if hasattr(module, "check"):
-            module.check(config)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    return config
+    names = {f.name for f in datasets.options(module)}
+    return datasets.make_config(module, {k: v for k, v in vars(args).items() if k in names})
 
 
 def check_destination(base_savedir: Path) -> None:
@@ -235,12 +145,6 @@ def header_for(config, png_bits: int, png_compression: int, dataset: str = datas
         "generator": {"name": "onepfrac", "version": __version__},
         "arguments": {**config.to_dict(), "png_bits": png_bits, "png_compression": png_compression},
     }
-
-
-def class_path(index: int, samples: int) -> str:
-    """1p-frac's file of class `index`: `{index}/{index}.png`, zero-padded to sort numerically."""
-    module = datasets.load(datasets.DEFAULT)
-    return datasets.file_name(module, onepfrac_dataset.Config(samples=samples), index, 0)
 
 
 def differences(on_disk: dict, header: dict) -> list[str]:
@@ -365,13 +269,6 @@ def _make_class(index: int) -> dict:
     return datasets.class_record(module, index, params, files, checksums)
 
 
-def available_cores() -> int:
-    """Cores this process may run on (respects affinity masks and container CPU sets)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 def _pool_context():
     # fork shares the already-compiled numba kernels; elsewhere, spawn loads them from numba's cache
     methods = multiprocessing.get_all_start_methods()
@@ -382,6 +279,7 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
              dataset: str = datasets.DEFAULT) -> Path:
     """Generate (or finish) the dataset and return its folder. Raises UsageError or GenerationError."""
     module = datasets.load(dataset)
+    datasets.check(module, config)  # a config built in code is refused as the CLI refuses it
     check_destination(base_savedir)
     root = base_savedir / datasets.folder_name(module, config)
     classes, instances = datasets.counts(module, config)
@@ -404,7 +302,7 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
     try:
         if log is not None:
             log.check(header)
-        shared = module.prepare(config)  # may raise; nothing is written before this succeeds
+        shared = datasets.prepare(module, config)  # may raise; nothing is written before this succeeds
         clash = set(shared) & (set(header) | {"classes"})
         if clash:
             raise RuntimeError(f"{dataset}.prepare returned reserved manifest keys {sorted(clash)}")
@@ -456,18 +354,15 @@ def main(argv=None) -> int:
         parser = build_parser(dataset, module)
         args, extra = parser.parse_known_args(argv)
         if extra:
-            refuse_extra(dataset, parser, extra)
+            refuse_extra(dataset, module, parser, extra)
         if args.dataset != dataset:  # an abbreviation (--data X) escapes the first look at --dataset
             raise UsageError(f"--dataset {args.dataset}: write --dataset in full, it chooses the other options")
-        config = validate(args) if dataset == datasets.DEFAULT else validate_dataset(module, args)
+        config = validate(module, args)
         root = generate(config, Path(args.base_savedir), args.png_bits, args.png_compression,
                         args.workers, progress=not args.no_progress, dataset=dataset)
-    except (UsageError, datasets.UnknownDataset) as error:
+    except UserError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    except datasets.GenerationError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
+        return error.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to finish the dataset", file=sys.stderr)
         return 130

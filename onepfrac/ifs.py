@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PERTURBATIONS = ("multiplicative", "additive")
+SEARCH_MAPS = (2, 7)  # N ~ U{2..7}: numpy randint(2, 8) in the released category searches
 
 
 @dataclass(frozen=True)
@@ -41,18 +42,37 @@ class System:
         )
 
 
-def linear_parts(coefficients: np.ndarray) -> np.ndarray:
-    """The 2 x 2 matrices A_j of every map, shape (N, 2, 2)."""
-    return coefficients[:, :4].reshape(-1, 2, 2)
+def linear_parts(coefficients: np.ndarray, dimension: int = 2) -> np.ndarray:
+    """The matrices A_j of every map, shape (N, d, d): the first d x d coefficients, row by row."""
+    return coefficients[:, :dimension * dimension].reshape(-1, dimension, dimension)
 
 
-def map_probabilities(coefficients: np.ndarray) -> np.ndarray:
-    """p_j proportional to |det A_j| (FractalDB / 1p-frac); uniform if all are singular."""
-    determinants = np.abs(np.linalg.det(linear_parts(coefficients)))
+def map_probabilities(coefficients: np.ndarray, dimension: int = 2) -> np.ndarray:
+    """p_j proportional to |det A_j| (FractalDB, 1p-frac, 3D-OFDB); uniform if all are singular."""
+    determinants = np.abs(np.linalg.det(linear_parts(coefficients, dimension)))
     total = determinants.sum()
     if not np.isfinite(total) or total <= 0:
         return np.full(len(coefficients), 1.0 / len(coefficients))
     return determinants / total
+
+
+def search_system(rng: np.random.Generator, dimension: int, score, accept, max_tries: int,
+                  n_maps: tuple[int, int] = SEARCH_MAPS):
+    """The released category search of FractalDB, 2D-OFDB and 3D-OFDB.
+
+    Draws N ~ U{n_maps} maps with every coefficient U(-1, 1) (d x d matrix row by row, then the
+    translation) and p from |det A_j|, until `accept(score(coefficients, probabilities))`.
+    Returns (coefficients, probabilities, score, tries), or None after `max_tries` systems.
+    """
+    width = dimension * dimension + dimension
+    for tries in range(1, max_tries + 1):
+        count = int(rng.integers(n_maps[0], n_maps[1] + 1))
+        coefficients = rng.uniform(-1.0, 1.0, size=(count, width))
+        probabilities = map_probabilities(coefficients, dimension)
+        measured = score(coefficients, probabilities)
+        if accept(measured):
+            return coefficients, probabilities, measured, tries
+    return None
 
 
 def sigma_factor(coefficients: np.ndarray) -> float:

@@ -1,9 +1,9 @@
 """Chaos-game iteration and rasterisation: numba kernels on numpy arrays, nothing else.
 
-The conventions follow the released 1p-frac renderer (see ../shared/REFERENCE.md):
-the orbit starts at (0, 0) and keeps that start point (no burn-in), the frame is the
-bounding box of the whole orbit, and each point stamps a 3 x 3 patch whose cells
-follow a random 9-bit mask (value 127 where the bit is set, 0 where it is not).
+The conventions follow the released 1p-frac renderer (docs/released-code.md, "Conventions of
+the released 1p-frac renderer"): the orbit starts at (0, 0) and keeps that start point (no
+burn-in), the frame is the bounding box of the whole orbit, and each point stamps a 3 x 3
+patch whose cells follow a random 9-bit mask (value 127 where the bit is set, 0 where it is not).
 Images are indexed image[row = y, column = x].
 """
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from onepfrac import generate
-from onepfrac.datasets import onepfrac as onepfrac_dataset
+from onepfrac.datasets import single_fractal
 from onepfrac.train import engine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,10 +116,10 @@ def load_manifest(root) -> dict:
     return json.loads((Path(root) / generate.MANIFEST).read_text())
 
 
-def config_from_manifest(manifest: dict) -> onepfrac_dataset.Config:
+def config_from_manifest(manifest: dict) -> single_fractal.Config:
     """The Config a manifest was made with (its png_* arguments describe files, not images)."""
     arguments = {k: v for k, v in manifest["arguments"].items() if not k.startswith("png_")}
-    return onepfrac_dataset.Config(**arguments)
+    return single_fractal.Config(**arguments)
 
 
 def is_root() -> bool:

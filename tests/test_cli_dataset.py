@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import (config_from_manifest, dataset_dir, load_manifest, run_cli, run_main, snapshot,
                       tiny_args)
 from onepfrac import generate, ifs, png, render
-from onepfrac.datasets import onepfrac as D
+from onepfrac.datasets import single_fractal as D
 
 
 def test_same_seed_gives_identical_dataset_for_any_worker_count(tmp_path):
@@ -50,17 +50,17 @@ def test_dataset_folder_holds_one_zero_padded_class_folder_per_sample_with_one_p
 def test_class_folder_names_sort_in_numeric_order_for_any_number_of_classes():
     for samples in (1, 12, 1000, 100_000, 1_234_567):
         last = samples - 1
-        names = [generate.class_path(i, samples) for i in sorted({0, 1, 9, 10, last // 2, last})]
+        names = [D.file_name(D.Config(samples=samples), i, 0) for i in sorted({0, 1, 9, 10, last // 2, last})]
         assert names == sorted(names)
         assert len({len(name) for name in names}) == 1
-    assert generate.class_path(7, 12) == "00007/00007.png"
-    assert generate.class_path(7, 200_000) == "000007/000007.png"
+    assert D.file_name(D.Config(samples=12), 7, 0) == "00007/00007.png"
+    assert D.file_name(D.Config(samples=200_000), 7, 0) == "000007/000007.png"
 
 
 def test_dataset_name_follows_the_released_pattern():
     config = D.Config(sigma=3.5, delta=0.05, samples=1000, seed=3)
-    assert generate.dataset_name(config) == "sigma3.5_perturb0.05_sample1000_seed3"
-    assert generate.dataset_name(D.Config(sigma=4, delta=0.2, samples=16, seed=0)) == "sigma4.0_perturb0.2_sample16_seed0"
+    assert D.folder_name(config) == "sigma3.5_perturb0.05_sample1000_seed3"
+    assert D.folder_name(D.Config(sigma=4, delta=0.2, samples=16, seed=0)) == "sigma4.0_perturb0.2_sample16_seed0"
 
 
 def test_imagefolder_maps_class_folders_to_labels_in_numeric_order(tiny_dataset):

@@ -1,11 +1,12 @@
-"""onepfrac.datasets.onepfrac: base search, classes, orbits, fill rule, re-rendering."""
+"""onepfrac.datasets.single_fractal: base search, classes, orbits, fill rule, re-rendering."""
 
 import numpy as np
 import pytest
 
 from conftest import TINY_CONFIG
 from onepfrac import ifs, render
-from onepfrac.datasets import onepfrac as D
+from onepfrac.datasets import single_fractal as D
+from onepfrac.datasets.interface import GenerationError, stream
 
 
 def tiny(**changes) -> D.Config:
@@ -39,8 +40,8 @@ def test_class_image_is_the_canvas_flipped_top_to_bottom(config_and_base):
     config, base = config_and_base
     result = D.render_class(config, base, 0)
     assert result.attempts == 1
-    masks = render.random_masks(config.points, D.stream(config.seed, D.STREAM_MASKS, 0))
-    indices = D.released_map_indices(base.system.probabilities, config.points)
+    masks = render.random_masks(config.points, stream(config.seed, D.STREAM_MASKS, 0))
+    indices = render.released_map_choices(base.system.probabilities, config.points - 1)
     canvas = render.render(result.system.coefficients, indices, config.size, config.pad, "patch", masks)
     assert not np.array_equal(canvas, canvas[::-1])
     assert np.array_equal(result.image, canvas[::-1])
@@ -86,14 +87,14 @@ def test_base_search_is_deterministic_per_seed():
 
 
 def test_unreachable_fill_threshold_ends_the_base_search_with_a_clear_error():
-    with pytest.raises(D.GenerationError, match="fill-threshold"):
+    with pytest.raises(GenerationError, match="fill-threshold"):
         D.find_base(tiny(fill_threshold=0.99, max_base_tries=20))
 
 
 def test_class_search_gives_up_after_max_class_tries(config_and_base):
     config, base = config_and_base
     impossible = D.Config(**{**config.to_dict(), "fill_threshold": 0.99, "max_class_tries": 3})
-    with pytest.raises(D.GenerationError, match="class 2: .* 3 tries"):
+    with pytest.raises(GenerationError, match="class 2: .* 3 tries"):
         D.render_class(impossible, base, 2)
 
 
@@ -115,7 +116,7 @@ def test_per_image_orbit_differs_between_classes_and_is_reproducible():
     assert len(first) == config.points - 1
     assert np.array_equal(first, D.map_indices_for(config, probabilities, 0))
     assert not np.array_equal(first, D.map_indices_for(config, probabilities, 1))
-    assert not np.array_equal(first, D.released_map_indices(probabilities, config.points))
+    assert not np.array_equal(first, render.released_map_choices(probabilities, config.points - 1))
 
 
 def test_fixed_orbit_with_zero_delta_and_point_drawing_gives_identical_classes():

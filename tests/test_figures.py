@@ -5,7 +5,7 @@ from PIL import Image
 
 from conftest import TINY_CONFIG
 from onepfrac import figures
-from onepfrac.datasets import onepfrac as onepfrac_dataset
+from onepfrac.datasets import single_fractal
 
 
 def test_grid_command_draws_the_requested_number_of_classes(tiny_dataset, tmp_path):
@@ -35,7 +35,7 @@ def test_grid_command_refuses_a_folder_without_manifest(tmp_path, capsys):
 
 
 def test_delta_grid_uses_one_base_system_and_grows_the_differences_with_delta():
-    config = onepfrac_dataset.Config(**TINY_CONFIG)
+    config = single_fractal.Config(**TINY_CONFIG)
     image = np.asarray(figures.delta_grid(config, deltas=(0.0, 0.2), classes=3, thumb=32))
     top = 2 * figures.TITLE_HEIGHT
     cells = [[image[top + r * 36: top + r * 36 + 32, figures.LABEL_WIDTH + c * 36: figures.LABEL_WIDTH + c * 36 + 32]
@@ -49,6 +49,6 @@ def test_delta_grid_uses_one_base_system_and_grows_the_differences_with_delta():
 
 
 def test_sigma_grid_shows_one_base_per_sigma_and_seed():
-    config = onepfrac_dataset.Config(**TINY_CONFIG)
+    config = single_fractal.Config(**TINY_CONFIG)
     grid = figures.sigma_grid(config, sigmas=(3.5, 5.0), seeds=(0, 1), thumb=32)
     assert grid.size == (figures.LABEL_WIDTH + 2 * 36, 2 * figures.TITLE_HEIGHT + 2 * 36)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from onepfrac import ifs, render
-from onepfrac.datasets import GenerationError, fractaldb as F
-from onepfrac.datasets.onepfrac import stream
+from onepfrac.datasets import fractaldb as F
+from onepfrac.datasets.interface import GenerationError
+from onepfrac.datasets.interface import stream
 
 TINY = dict(classes=3, instances=12, size=64, points=3000, pad=2, search_size=64, search_points=3000)
 

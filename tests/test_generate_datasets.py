@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def test_rendering_each_instance_from_the_manifest_reproduces_the_saved_pixels(t
     root = make(name, tmp_path, capsys)
     manifest = load_manifest(root)
     module = datasets.load(name)
-    names = {f.name for f in generate.fields(module.Config)}
+    names = {f.name for f in fields(module.Config)}
     config = module.Config(**{k: v for k, v in manifest["arguments"].items() if k in names})
     shared = {k: v for k, v in manifest.items() if k not in ("format", "dataset", "generator", "arguments", "classes")}
     for record in manifest["classes"]:

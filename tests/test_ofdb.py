@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from onepfrac import render
+from onepfrac import datasets, render
 from onepfrac.datasets import fractaldb, ofdb as O
 
 TINY = dict(classes=3, size=64, points=3000, pad=2, search_size=64, search_points=3000)
@@ -48,7 +48,7 @@ def test_recommended_rendering_is_362_px_200k_points_patches():
 def test_a_category_has_exactly_one_image():
     config = tiny()
     params = O.class_params(config, {}, 0)
-    assert O.counts(config) == (3, 1)
+    assert datasets.counts(O, config) == (3, 1)
     image = O.render_instance(config, {}, params, 0)
     assert image.shape == (64, 64) and image.dtype == np.uint8 and set(np.unique(image)) <= {0, 127}
     with pytest.raises(IndexError):

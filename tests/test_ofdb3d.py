@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from onepfrac import render
+from onepfrac import ifs, render
 from onepfrac.datasets import GenerationError, ofdb3d as O
-from onepfrac.datasets.onepfrac import stream
+from onepfrac.datasets.interface import stream
 
 TINY = dict(classes=3, size=64, points=2000)
 
@@ -21,7 +21,7 @@ def test_search_accepts_the_first_finite_cloud_whose_every_axis_variance_exceeds
     clouds = []
     for _ in range(params["tries"]):  # replay the class's stream
         coefficients = rng.uniform(-1, 1, size=(int(rng.integers(2, 8)), 12))
-        clouds.append(O.point_cloud(coefficients, O.probabilities_3d(coefficients), config.points))
+        clouds.append(O.point_cloud(coefficients, ifs.map_probabilities(coefficients, 3), config.points))
     assert not any(O.accepted(cloud, 0.05) for cloud in clouds[:-1])
     assert np.all(clouds[-1].var(axis=0) > 0.05)
     assert np.allclose(params["variances"], clouds[-1].var(axis=0))
@@ -47,7 +47,7 @@ def test_orbit_drops_the_start_point_and_probabilities_follow_the_determinants()
     points = render.iterate3d(coefficients, np.array([0, 1], dtype=np.int8))
     assert np.allclose(points[0], [0.1, 0.2, 0.3])  # w_0(0): the origin itself is not kept
     assert np.allclose(points[1], 0.2 * points[0] + [-0.1, 0, 0])
-    assert np.allclose(O.probabilities_3d(coefficients), np.array([0.125, 0.008]) / 0.133)
+    assert np.allclose(ifs.map_probabilities(coefficients, 3), np.array([0.125, 0.008]) / 0.133)
 
 
 def test_cloud_is_scaled_jointly_to_minus_one_one_and_centred():

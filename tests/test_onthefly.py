@@ -11,11 +11,11 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from onepfrac import datasets, generate, png  # noqa: E402
-from onepfrac.datasets import fractaldb, ofdb, ofdb3d, onepfrac as onepfrac_dataset  # noqa: E402
+from onepfrac.datasets import fractaldb, ofdb, ofdb3d, single_fractal  # noqa: E402
 from onepfrac.datasets.onthefly import OnTheFlyDataset  # noqa: E402
 
 CONFIGS = {
-    "1p-frac": onepfrac_dataset.Config(samples=3, size=64, points=3000, pad=2),
+    "1p-frac": single_fractal.Config(samples=3, size=64, points=3000, pad=2),
     "fractaldb": fractaldb.Config(classes=2, instances=6, size=64, points=3000, pad=2, search_size=64, search_points=3000),
     "ofdb": ofdb.Config(classes=3, size=64, points=3000, pad=2, search_size=64, search_points=3000),
     "3d-ofdb": ofdb3d.Config(classes=2, instances=4, size=48, points=2000),

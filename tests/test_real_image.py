@@ -82,10 +82,10 @@ def test_elastic_field_never_moves_a_pixel_more_than_delta_times_size():
 def test_output_pixel_samples_the_source_at_the_mapped_point():
     source = R.source("astronaut", SIZE)
     shift = 4  # pixels; normalised units are pixels x 2 / size
-    translation = {"index": 0, "transform": "affine", "matrix": [[1.0, 0.0, 2 * shift / SIZE], [0.0, 1.0, 0.0]]}
+    translation = {"class_index": 0, "transform": "affine", "matrix": [[1.0, 0.0, 2 * shift / SIZE], [0.0, 1.0, 0.0]]}
     moved = R.warp(source, translation)
     assert np.array_equal(moved[:, :-shift], source[:, shift:])
-    polynomial = {"index": 0, "transform": "polynomial",
+    polynomial = {"class_index": 0, "transform": "polynomial",
                   "coefficients": [[2 * shift / SIZE, 1.0, 0.0, 0.0, 0.0, 0.0], list(R.IDENTITY_POLYNOMIAL[1])]}
     assert np.array_equal(R.warp(source, polynomial), moved)
 

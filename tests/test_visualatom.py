@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from onepfrac import datasets
 from onepfrac.datasets import visualatom as V
 
 TINY = dict(size=64, classes=2000, instances=4)
@@ -16,13 +17,13 @@ def tiny(**changes) -> V.Config:
 
 
 def image(config: V.Config, class_index: int, instance_index: int) -> np.ndarray:
-    shared = V.prepare(config)
+    shared = datasets.prepare(V, config)
     return V.render_instance(config, shared, V.class_params(config, shared, class_index), instance_index)
 
 
 def small_atom(**changes) -> dict:
     """A category small enough to stay inside the canvas wherever its centre is near the middle."""
-    return {"index": 0, "vertices": 50, "orbits": 3, "perlin": 1.5, "line_width": 0.05, "radius": 20,
+    return {"class_index": 0, "vertices": 50, "orbits": 3, "perlin": 1.5, "line_width": 0.05, "radius": 20,
             "frequency1": 3, "frequency2": 7, "oval_x": 1.2, "oval_y": 1.7, **changes}
 
 

@@ -1,53 +1,30 @@
 """Formula-driven datasets: each module turns a seed and its parameters into image arrays.
 
-Every dataset module here follows one interface, so that `python -m onepfrac.generate
---dataset NAME` writes it to disk and `onepfrac.datasets.onthefly.OnTheFlyDataset` renders
-it inside DataLoader workers, with the same pixels:
+Every module registered in DATASETS follows one interface (onepfrac.datasets.interface), so
+that `python -m onepfrac.generate --dataset NAME` writes it to disk and
+`onepfrac.datasets.onthefly.OnTheFlyDataset` renders it inside DataLoader workers, with the
+same pixels. The functions below are the only way the rest of the package calls a dataset
+module: they supply the defaults of the optional parts of the interface.
 
-- `NAME`: the dataset's name on the command line (`DATASETS` below maps it to the module).
-- `Config`: a frozen dataclass with `seed`, the counts (`classes`, and `instances` where a
-  class has several images) and `to_dict()`. Every field with a default becomes a
-  command-line option `--field-name` (its type is the default's; `CHOICES[field]` and
-  `HELP[field]`, both optional module dicts, add choices and help).
-- `prepare(config) -> dict`: once-per-dataset work (1p-frac's base system; may be {}),
-  JSON-serialisable; it is written to the manifest and handed to every call below.
-- `class_params(config, shared, class_index) -> dict`: JSON-serialisable, determined by
-  (config, class_index) alone, never by worker count or order. It holds everything
-  `render_instance` needs (so include `class_index` when instances seed from it). A
-  search draws a bounded number of tries from its own stream and raises
-  `GenerationError` (the class below) when they run out.
-- `render_instance(config, shared, params, instance_index) -> np.ndarray`: uint8
-  (H, W) gray or (H, W, 3) RGB, deterministic.
-
-Optional, with the defaults generate.py uses when a module leaves them out:
-- `check(config)`: raise ValueError("--option VALUE ... allowed ...") for a bad value
-  (ValueError from `Config(...)` itself is reported the same way);
-- `counts(config) -> (classes, instances)`: default (config.classes, config.instances or 1);
-- `folder_name(config) -> str`: default `{NAME}_classes{C}_instances{I}_seed{S}`;
-- `render_class(config, shared, class_index) -> (params, [images])`: both steps at once,
-  for a search that already renders the images (1p-frac); must equal the two calls;
-- `file_name(config, class_index, instance_index)` and `class_record(index, params, files,
-  checksums)`: 1p-frac keeps its released file names and manifest records with them.
-
-On disk: `{root}/{class:05d}/{instance:05d}.png` and manifest.json, whose `classes` list
-holds per class its index, params, files and their SHA-256. Random streams are
-`SeedSequence(seed, spawn_key=(stream, class, ...))` (onepfrac.datasets.onepfrac.stream),
-each module with its own stream numbers.
+On disk: `{root}/{class:05d}/{instance:05d}.png` and manifest.json, whose `classes` list holds
+per class its index, params, files and their SHA-256.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import MISSING, fields
 from types import ModuleType
 from typing import Iterator
 
 import numpy as np
 
-from onepfrac.datasets.onepfrac import GenerationError, stream  # noqa: F401  (one error class for all)
+from onepfrac.datasets.interface import GenerationError, stream  # noqa: F401  (the package's names)
+from onepfrac.errors import UsageError
 
 # Imported only when chosen: a module's dependencies (scikit-image, ...) load only for its dataset.
 DATASETS = {
-    "1p-frac": "onepfrac.datasets.onepfrac_interface",
+    "1p-frac": "onepfrac.datasets.single_fractal",
     "fractaldb": "onepfrac.datasets.fractaldb",
     "ofdb": "onepfrac.datasets.ofdb",
     "3d-ofdb": "onepfrac.datasets.ofdb3d",
@@ -57,8 +34,12 @@ DATASETS = {
 DEFAULT = "1p-frac"
 
 
-class UnknownDataset(ValueError):
+class UnknownDataset(UsageError):
     """A dataset name that is not registered, or whose module is not installed."""
+
+
+class ConfigError(UsageError):
+    """A dataset option outside what the dataset allows; the message names the option."""
 
 
 def load(name: str) -> ModuleType:
@@ -73,6 +54,65 @@ def load(name: str) -> ModuleType:
         raise UnknownDataset(f"--dataset {name} is not available: {DATASETS[name]} is not installed") from None
 
 
+def options(module: ModuleType) -> list:
+    """The Config fields that are command-line options (those with a default)."""
+    return [f for f in fields(module.Config) if f.default is not MISSING and not f.name.startswith("_")]
+
+
+def _kind_error(field, value) -> str | None:
+    """Why `value` is not of the option's type (its default's), or None when it is."""
+    default = field.default
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return None
+    return None if ok else f"--{field.name.replace('_', '-')} {value!r} must be {kind}"
+
+
+def check(module: ModuleType, config) -> None:
+    """Refuse a config the dataset does not allow, the same way on every path (CLI, on the fly).
+
+    Raises ConfigError naming the first bad option: a value of the wrong type, a negative seed,
+    then the module's own check.
+    """
+    for field in options(module):
+        problem = _kind_error(field, getattr(config, field.name))
+        if problem:
+            raise ConfigError(problem)
+    if config.seed < 0:
+        raise ConfigError(f"--seed {config.seed} must be 0 or more")
+    try:
+        module.check(config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def make_config(module: ModuleType, values: dict):
+    """The module's Config from option values (field names), checked; raises ConfigError."""
+    names = {f.name for f in options(module)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{module.NAME} has no option {', '.join(unknown)}; its options are "
+                          f"{', '.join(sorted(names))}")
+    try:
+        config = module.Config(**values)
+    except ValueError as error:  # a Config that checks itself when built
+        raise ConfigError(str(error)) from None
+    check(module, config)
+    return config
+
+
+def prepare(module: ModuleType, config) -> dict:
+    """Once-per-dataset work shared by every class (JSON-serialisable, written to the manifest)."""
+    return module.prepare(config) if hasattr(module, "prepare") else {}
+
+
 def counts(module: ModuleType, config) -> tuple[int, int]:
     """(classes, instances per class) of a config."""
     if hasattr(module, "counts"):
@@ -82,8 +122,8 @@ def counts(module: ModuleType, config) -> tuple[int, int]:
 
 def class_images(module: ModuleType, config, shared: dict, class_index: int) -> tuple[dict, Iterator[np.ndarray]]:
     """A class's params and its instance images, rendered one at a time as they are consumed."""
-    if hasattr(module, "render_class"):
-        params, images = module.render_class(config, shared, class_index)
+    if hasattr(module, "class_images"):
+        params, images = module.class_images(config, shared, class_index)
         return params, iter(images)
     params = module.class_params(config, shared, class_index)
     _, instances = counts(module, config)

@@ -1,7 +1,7 @@
 """FractalDB (Kataoka et al., ACCV 2020): random IFS categories, 1,000 instances each.
 
 A category is a system of N ~ U{2..7} maps with coefficients U(-1, 1), accepted when its
-512-px point rendering fills at least 20% of the canvas (../shared/REFERENCE.md). Its
+512-px point rendering fills at least 20% of the canvas (docs/released-code.md, "FractalDB"). Its
 instances come from the released weight rows (one coefficient of every map scaled), each
 rendered 10 times with fresh patch masks and saved with 4 flips: 25 x 10 x 4 = 1,000.
 Pure functions of (config, class index, instance index); files live in onepfrac.generate.
@@ -9,19 +9,18 @@ Pure functions of (config, class index, instance index); files live in onepfrac.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from onepfrac import ifs, render
-from onepfrac.datasets.onepfrac import GenerationError, stream
+from onepfrac.datasets.interface import STREAMS, GenerationError, require, stream
 
 NAME = "fractaldb"
 
-# Independent random streams: SeedSequence(seed, spawn_key=(stream, class, ...)).
-STREAM_SEARCH, STREAM_MASKS = 10, 11
+STREAM_SEARCH, STREAM_MASKS = STREAMS[NAME]["search"], STREAMS[NAME]["masks"]
 
-N_MAPS = (2, 7)  # numpy randint(2, 8) in the released search
 WEIGHT_SETS = ("recommended", "renderer-default")
 RENDERS_PER_ROW = 10  # make_fractaldb.py's --instance 10: renderings that differ only in their masks
 FLIPS = 4  # none, top-bottom, left-right, both (after the base top-bottom flip)
@@ -86,46 +85,30 @@ HELP = {
 def check(config: Config) -> None:
     """Raise ValueError naming the first option outside its allowed range."""
     check_search(config)
-    if not 1 <= config.instances <= MAX_INSTANCES:
-        raise ValueError(f"--instances {config.instances} is outside 1..{MAX_INSTANCES} (25 weight rows x 10 renderings x 4 flips)")
+    require(1 <= config.instances <= MAX_INSTANCES,
+            f"--instances {config.instances} is outside 1..{MAX_INSTANCES} (25 weight rows x 10 renderings x 4 flips)")
     check_canvas(config)
-    if config.weights not in WEIGHT_SETS:
-        raise ValueError(f"--weights {config.weights} is not one of {', '.join(WEIGHT_SETS)}")
+    require(config.weights in WEIGHT_SETS, f"--weights {config.weights} is not one of {', '.join(WEIGHT_SETS)}")
 
 
 def check_search(config) -> None:
     """The options of the category search shared with 2D-OFDB."""
-    if config.classes < 1:
-        raise ValueError(f"--classes {config.classes} must be at least 1")
-    if not (np.isfinite(config.fill_threshold) and 0 <= config.fill_threshold <= 1):
-        raise ValueError(f"--fill-threshold {config.fill_threshold} is outside [0, 1]")
-    if not 16 <= config.search_size <= 16384:
-        raise ValueError(f"--search-size {config.search_size} is outside 16..16384")
-    if config.search_points < 2:
-        raise ValueError(f"--search-points {config.search_points} must be at least 2")
-    if config.max_tries < 1:
-        raise ValueError(f"--max-tries {config.max_tries} must be at least 1")
+    require(config.classes >= 1, f"--classes {config.classes} must be at least 1")
+    require(np.isfinite(config.fill_threshold) and 0 <= config.fill_threshold <= 1,
+            f"--fill-threshold {config.fill_threshold} is outside [0, 1]")
+    require(16 <= config.search_size <= 16384, f"--search-size {config.search_size} is outside 16..16384")
+    require(config.search_points >= 2, f"--search-points {config.search_points} must be at least 2")
+    require(config.max_tries >= 1, f"--max-tries {config.max_tries} must be at least 1")
 
 
 def check_canvas(config) -> None:
-    if config.pad < 0:
-        raise ValueError(f"--pad {config.pad} must be at least 0")
-    if config.size > 16384:
-        raise ValueError(f"--size {config.size} is above the largest allowed, 16384")
-    if config.size < 2 * config.pad + 4:
-        raise ValueError(f"--size {config.size} is too small for --pad {config.pad}: it must be at least 2 x pad + 4 = {2 * config.pad + 4}")
-    if config.points < 2:
-        raise ValueError(f"--points {config.points} must be at least 2")
-    if config.drawing not in render.DRAWINGS:
-        raise ValueError(f"--drawing {config.drawing} is not one of {', '.join(render.DRAWINGS)}")
-
-
-def counts(config: Config) -> tuple[int, int]:
-    return config.classes, config.instances
-
-
-def folder_name(config: Config) -> str:
-    return f"fractaldb_classes{config.classes}_instances{config.instances}_seed{config.seed}"
+    require(config.pad >= 0, f"--pad {config.pad} must be at least 0")
+    require(config.size <= 16384, f"--size {config.size} is above the largest allowed, 16384")
+    require(config.size >= 2 * config.pad + 4,
+            f"--size {config.size} is too small for --pad {config.pad}: it must be at least 2 x pad + 4 = "
+            f"{2 * config.pad + 4}")
+    require(config.points >= 2, f"--points {config.points} must be at least 2")
+    require(config.drawing in render.DRAWINGS, f"--drawing {config.drawing} is not one of {', '.join(render.DRAWINGS)}")
 
 
 SEARCH_PAD = 6
@@ -144,22 +127,17 @@ def search_system(config, class_index: int) -> dict:
     The released search draws every category from one stream seeded with 1; here each
     category has its own, so a category never depends on the ones before it.
     """
-    rng = stream(config.seed, STREAM_SEARCH, class_index)
-    for tries in range(1, config.max_tries + 1):
-        n_maps = int(rng.integers(N_MAPS[0], N_MAPS[1] + 1))
-        coefficients = rng.uniform(-1.0, 1.0, size=(n_maps, 6))
-        probabilities = ifs.map_probabilities(coefficients)
-        fill = search_fill(coefficients, probabilities, config.search_size, config.search_points)
-        if fill >= config.fill_threshold:
-            return {"class_index": class_index, **ifs.System(coefficients, probabilities).to_dict(),
-                    "fill": fill, "tries": tries}
-    raise GenerationError(
-        f"category {class_index}: no system filled {config.fill_threshold} of the {config.search_size}-px "
-        f"canvas in {config.max_tries} tries; raise --max-tries or lower --fill-threshold")
-
-
-def prepare(config: Config) -> dict:
-    return {}
+    found = ifs.search_system(
+        stream(config.seed, STREAM_SEARCH, class_index), 2,
+        lambda c, p: search_fill(c, p, config.search_size, config.search_points),
+        lambda fill: fill >= config.fill_threshold, config.max_tries)
+    if found is None:
+        raise GenerationError(
+            f"category {class_index}: no system filled {config.fill_threshold} of the {config.search_size}-px "
+            f"canvas in {config.max_tries} tries; raise --max-tries or lower --fill-threshold")
+    coefficients, probabilities, fill, tries = found
+    return {"class_index": class_index, **ifs.System(coefficients, probabilities).to_dict(),
+            "fill": fill, "tries": tries}
 
 
 def class_params(config: Config, shared: dict, class_index: int) -> dict:
@@ -183,24 +161,29 @@ def flipped(canvas: np.ndarray, flip: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-# The 4 flips of a rendering share one canvas: keep the last one (a pure memo, any order is correct).
-_last_canvas: dict = {}
-
-
 def rendering(config: Config, params: dict, row: int, repeat: int) -> np.ndarray:
     """The unflipped canvas of weight row `row`, rendering `repeat` (its masks are its own stream)."""
-    coefficients = np.asarray(params["coefficients"], dtype=np.float64)
-    key = (config, params["class_index"], row, repeat, coefficients.tobytes())
-    if _last_canvas.get("key") == key:
-        return _last_canvas["canvas"]
-    weighted = coefficients * WEIGHTS[config.weights][row]
+    return _rendering(config, params["class_index"], row, repeat, _frozen(params["coefficients"]),
+                      _frozen(params["probabilities"]))
+
+
+def _frozen(values) -> tuple:
+    """A hashable copy of a list (of lists) of numbers, for the cache below."""
+    return tuple(_frozen(v) if isinstance(v, (list, tuple, np.ndarray)) else float(v) for v in values)
+
+
+# The 4 flips of a rendering share one canvas: it is rendered once and cached (read-only).
+@functools.lru_cache(maxsize=4)
+def _rendering(config: Config, class_index: int, row: int, repeat: int, coefficients: tuple,
+               probabilities: tuple) -> np.ndarray:
+    weighted = np.array(coefficients, dtype=np.float64) * WEIGHTS[config.weights][row]
     # p stays the category's, as the released renderer reads it from the search's file
-    indices = render.released_map_choices(np.asarray(params["probabilities"]), config.points - 1)
+    indices = render.released_map_choices(np.array(probabilities), config.points - 1)
     masks = None
     if config.drawing == "patch":
-        masks = render.random_masks(config.points, stream(config.seed, STREAM_MASKS, params["class_index"], row, repeat))
+        masks = render.random_masks(config.points, stream(config.seed, STREAM_MASKS, class_index, row, repeat))
     canvas = render.render_released(weighted, indices, config.size, config.pad, config.drawing, masks)
-    _last_canvas.update(key=key, canvas=canvas)
+    canvas.setflags(write=False)
     return canvas
 
 

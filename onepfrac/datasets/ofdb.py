@@ -17,11 +17,11 @@ import numpy as np
 
 from onepfrac import render
 from onepfrac.datasets import fractaldb
-from onepfrac.datasets.onepfrac import stream
+from onepfrac.datasets.interface import STREAMS, require, stream
 
 NAME = "ofdb"
 
-STREAM_MASKS = 21  # the search reuses fractaldb.STREAM_SEARCH on purpose (same categories)
+STREAM_MASKS = STREAMS[NAME]["masks"]  # the search is fractaldb's, STREAMS[NAME]["search"] (same categories)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Config:
 
 
 CHOICES = {"drawing": render.DRAWINGS}
+HINTS = {"--instances": "2D-OFDB has one image per category"}
 HELP = {
     **{k: v for k, v in fractaldb.HELP.items() if k != "instances" and k != "weights"},
     "classes": "categories = images (OFDB-1k: 1000)",
@@ -54,20 +55,11 @@ HELP = {
 def check(config: Config) -> None:
     fractaldb.check_search(config)
     fractaldb.check_canvas(config)
-    if not np.isfinite(config.a_scale):
-        raise ValueError(f"--a-scale {config.a_scale} must be a finite number")
-
-
-def counts(config: Config) -> tuple[int, int]:
-    return config.classes, 1
+    require(np.isfinite(config.a_scale), f"--a-scale {config.a_scale} must be a finite number")
 
 
 def folder_name(config: Config) -> str:
     return f"ofdb_classes{config.classes}_seed{config.seed}"
-
-
-def prepare(config: Config) -> dict:
-    return {}
 
 
 def class_params(config: Config, shared: dict, class_index: int) -> dict:

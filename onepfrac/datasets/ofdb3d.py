@@ -1,6 +1,6 @@
 """3D-OFDB: one 3D IFS point cloud per category, rendered from 12 viewpoints.
 
-Search (../shared/REFERENCE.md): N ~ U{2..7} maps of 12 coefficients U(-1, 1) (3 x 3 matrix
+Search (docs/released-code.md, "3D-OFDB"): N ~ U{2..7} maps of 12 coefficients U(-1, 1) (3 x 3 matrix
 row by row, then the translation), p proportional to |det A_j|, 10,000 iterations from the
 origin with the start point dropped, points min-max scaled jointly (one range for all axes)
 to [-1, 1] and centred on their mean; accepted when every axis' variance exceeds 0.05.
@@ -12,17 +12,17 @@ holds its views as instances 0..11; the released trainer picks one view per visi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from onepfrac import render
-from onepfrac.datasets.onepfrac import GenerationError, stream
+from onepfrac import ifs, render
+from onepfrac.datasets.interface import STREAMS, GenerationError, require, stream
 
 NAME = "3d-ofdb"
 
-STREAM_SEARCH, STREAM_VIEWS = 30, 31
-N_MAPS = (2, 7)
+STREAM_SEARCH, STREAM_VIEWS = STREAMS[NAME]["search"], STREAMS[NAME]["views"]
 VIEWS = 12
 
 
@@ -65,41 +65,25 @@ HELP = {
 
 
 def check(config: Config) -> None:
-    def need(ok, message):
-        if not ok:
-            raise ValueError(message)
-
-    need(config.classes >= 1, f"--classes {config.classes} must be at least 1")
-    need(1 <= config.instances <= VIEWS, f"--instances {config.instances} is outside 1..{VIEWS} (the 12 views)")
-    need(8 <= config.size <= 16384, f"--size {config.size} is outside 8..16384")
-    need(config.points >= 2, f"--points {config.points} must be at least 2")
-    need(np.isfinite(config.variance_threshold) and config.variance_threshold >= 0,
-         f"--variance-threshold {config.variance_threshold} must be 0 or more")
-    need(np.isfinite(config.a_scale), f"--a-scale {config.a_scale} must be a finite number")
-    need(0 < config.fov < 180, f"--fov {config.fov} is outside (0, 180) degrees")
-    need(0 < config.near < config.far, f"--near {config.near} and --far {config.far} need 0 < near < far")
-    need(np.isfinite(config.far), f"--far {config.far} must be finite")
-    need(config.distance > 0 and np.isfinite(config.distance), f"--distance {config.distance} must be above 0")
-    need(np.isfinite(config.start_angle), f"--start-angle {config.start_angle} must be finite")
-    need(0 <= config.jitter <= 15, f"--jitter {config.jitter} is outside 0..15 degrees (views are 30 degrees apart)")
-    need(config.max_tries >= 1, f"--max-tries {config.max_tries} must be at least 1")
-
-
-def counts(config: Config) -> tuple[int, int]:
-    return config.classes, config.instances
+    """Raise ValueError naming the first option outside its allowed range."""
+    require(config.classes >= 1, f"--classes {config.classes} must be at least 1")
+    require(1 <= config.instances <= VIEWS, f"--instances {config.instances} is outside 1..{VIEWS} (the 12 views)")
+    require(8 <= config.size <= 16384, f"--size {config.size} is outside 8..16384")
+    require(config.points >= 2, f"--points {config.points} must be at least 2")
+    require(np.isfinite(config.variance_threshold) and config.variance_threshold >= 0,
+            f"--variance-threshold {config.variance_threshold} must be 0 or more")
+    require(np.isfinite(config.a_scale), f"--a-scale {config.a_scale} must be a finite number")
+    require(0 < config.fov < 180, f"--fov {config.fov} is outside (0, 180) degrees")
+    require(0 < config.near < config.far, f"--near {config.near} and --far {config.far} need 0 < near < far")
+    require(np.isfinite(config.far), f"--far {config.far} must be finite")
+    require(config.distance > 0 and np.isfinite(config.distance), f"--distance {config.distance} must be above 0")
+    require(np.isfinite(config.start_angle), f"--start-angle {config.start_angle} must be finite")
+    require(0 <= config.jitter <= 15, f"--jitter {config.jitter} is outside 0..15 degrees (views are 30 degrees apart)")
+    require(config.max_tries >= 1, f"--max-tries {config.max_tries} must be at least 1")
 
 
 def folder_name(config: Config) -> str:
     return f"3d-ofdb_classes{config.classes}_views{config.instances}_seed{config.seed}"
-
-
-def probabilities_3d(coefficients: np.ndarray) -> np.ndarray:
-    """p_j proportional to |det A_j| of the 3 x 3 matrices; uniform if all are singular."""
-    determinants = np.abs(np.linalg.det(coefficients[:, :9].reshape(-1, 3, 3)))
-    total = determinants.sum()
-    if not np.isfinite(total) or total <= 0:
-        return np.full(len(coefficients), 1.0 / len(coefficients))
-    return determinants / total
 
 
 def point_cloud(coefficients: np.ndarray, probabilities: np.ndarray, points: int) -> np.ndarray | None:
@@ -120,25 +104,19 @@ def accepted(cloud: np.ndarray | None, threshold: float) -> bool:
     return cloud is not None and bool(np.all(cloud.var(axis=0) > threshold))
 
 
-def prepare(config: Config) -> dict:
-    return {}
-
-
 def class_params(config: Config, shared: dict, class_index: int) -> dict:
-    rng = stream(config.seed, STREAM_SEARCH, class_index)
-    for tries in range(1, config.max_tries + 1):
-        n_maps = int(rng.integers(N_MAPS[0], N_MAPS[1] + 1))
-        coefficients = rng.uniform(-1.0, 1.0, size=(n_maps, 12))
-        probabilities = probabilities_3d(coefficients)
-        cloud = point_cloud(coefficients, probabilities, config.points)
-        if accepted(cloud, config.variance_threshold):
-            return {"class_index": class_index,
-                    "coefficients": [[float(v) for v in row] for row in coefficients],
-                    "probabilities": [float(p) for p in probabilities],
-                    "variances": [float(v) for v in cloud.var(axis=0)], "tries": tries}
-    raise GenerationError(
-        f"category {class_index}: no 3D system had every axis' variance above {config.variance_threshold} "
-        f"in {config.max_tries} tries; raise --max-tries or lower --variance-threshold")
+    found = ifs.search_system(stream(config.seed, STREAM_SEARCH, class_index), 3,
+                              lambda c, p: point_cloud(c, p, config.points),
+                              lambda cloud: accepted(cloud, config.variance_threshold), config.max_tries)
+    if found is None:
+        raise GenerationError(
+            f"category {class_index}: no 3D system had every axis' variance above {config.variance_threshold} "
+            f"in {config.max_tries} tries; raise --max-tries or lower --variance-threshold")
+    coefficients, probabilities, cloud, tries = found
+    return {"class_index": class_index,
+            "coefficients": [[float(v) for v in row] for row in coefficients],
+            "probabilities": [float(p) for p in probabilities],
+            "variances": [float(v) for v in cloud.var(axis=0)], "tries": tries}
 
 
 def view_angle(config: Config, class_index: int, view: int) -> float:
@@ -147,22 +125,21 @@ def view_angle(config: Config, class_index: int, view: int) -> float:
     return 2.0 * np.pi * view / VIEWS + np.radians(config.start_angle + jitter)
 
 
-# The views of a category share one cloud: keep the last one (a pure memo).
-_last_cloud: dict = {}
-
-
 def model_cloud(config: Config, params: dict) -> np.ndarray:
     """The rendered model's cloud: coefficient a scaled, normalised as in the search (empty if not finite)."""
-    coefficients = np.array(params["coefficients"], dtype=np.float64)
-    key = (config, coefficients.tobytes())
-    if _last_cloud.get("key") == key:
-        return _last_cloud["cloud"]
-    coefficients[:, 0] *= config.a_scale
+    return _model_cloud(config, tuple(map(tuple, params["coefficients"])), tuple(params["probabilities"]))
+
+
+# The views of a category share one cloud: it is computed once and cached (read-only).
+@functools.lru_cache(maxsize=4)
+def _model_cloud(config: Config, coefficients: tuple, probabilities: tuple) -> np.ndarray:
+    scaled = np.array(coefficients, dtype=np.float64)
+    scaled[:, 0] *= config.a_scale
     # p stays the searched system's, as the released model keeps it
-    cloud = point_cloud(coefficients, np.asarray(params["probabilities"]), config.points)
+    cloud = point_cloud(scaled, np.array(probabilities), config.points)
     if cloud is None:
         cloud = np.zeros((0, 3))
-    _last_cloud.update(key=key, cloud=cloud)
+    cloud.setflags(write=False)
     return cloud
 
 

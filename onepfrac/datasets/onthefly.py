@@ -17,9 +17,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from onepfrac import datasets
-from onepfrac.datasets.onepfrac import stream
+from onepfrac.datasets.interface import STREAMS, stream
 
-STREAM_PICK = 90  # the random instance of a class in one_instance_per_class mode
+STREAM_PICK = STREAMS["on-the-fly"]["pick"]  # the random instance of a class in one_instance_per_class mode
 
 
 class OnTheFlyDataset(Dataset):
@@ -28,14 +28,13 @@ class OnTheFlyDataset(Dataset):
         self.name = name
         self.module = datasets.load(name)
         self.config = config if config is not None else self.module.Config()
-        if hasattr(self.module, "check"):
-            self.module.check(self.config)
+        datasets.check(self.module, self.config)  # refused as the CLI refuses it (ConfigError)
         self.classes, self.instances = datasets.counts(self.module, self.config)
         self.transform = transform
         self.one_instance_per_class = one_instance_per_class
         self.mode = mode  # ImageFolder's default loader gives RGB
         self.epoch = 0
-        self.shared = self.module.prepare(self.config)  # once, in the main process; workers get a copy
+        self.shared = datasets.prepare(self.module, self.config)  # once, in the main process; workers get a copy
         self._params: dict[int, dict] = {}  # per process: a class's search runs once per worker
 
     def __getstate__(self) -> dict:
@@ -70,8 +69,8 @@ class OnTheFlyDataset(Dataset):
 
     def render(self, class_index: int, instance_index: int) -> np.ndarray:
         """The sample's pixels, as the generator writes them."""
-        if self.instances == 1 and hasattr(self.module, "render_class"):
-            return self.module.render_class(self.config, self.shared, class_index)[1][0]  # one pass, no re-render
+        if self.instances == 1 and hasattr(self.module, "class_images"):
+            return self.module.class_images(self.config, self.shared, class_index)[1][0]  # one pass, no re-render
         return self.module.render_instance(self.config, self.shared, self.params(class_index), instance_index)
 
     def __getitem__(self, index: int):

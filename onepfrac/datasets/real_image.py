@@ -43,12 +43,11 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from onepfrac.datasets.onepfrac import stream
+from onepfrac.datasets.interface import STREAMS, check_choice, check_range, require, stream
 
 NAME = "real-image"
 
-# Independent random streams, keyed as SeedSequence(seed, spawn_key=(stream, ...)).
-STREAM_CLASS, STREAM_INSTANCE = range(2)
+STREAM_CLASS, STREAM_INSTANCE = STREAMS[NAME]["class"], STREAMS[NAME]["instance"]
 
 REPRESENTATIONS = ("color", "gray", "edges")
 TRANSFORMS = ("affine", "elastic", "polynomial")
@@ -78,7 +77,7 @@ class Config:
     instance_delta: float = 0.01  # instances after the first: each coefficient + U(-0.01, 0.01)
 
     def __post_init__(self) -> None:
-        validate(self)
+        check(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,44 +101,23 @@ HELP = {
 }
 
 
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def _check(config: Config, field: str, low, high, what: str = "", open_high: bool = False) -> None:
-    value = getattr(config, field)
-    kinds = int if Config.__dataclass_fields__[field].type == "int" else (int, float)
-    ok = (not isinstance(value, bool) and isinstance(value, kinds)
-          and low <= value and (value < high if open_high else value <= high))
-    if not ok:
-        bracket = ")" if open_high else "]"
-        raise ValueError(f"{_flag(field)}: {value!r} is outside the allowed range [{low}, {high}{bracket}{what}")
-
-
-def _choice(config: Config, field: str, allowed: tuple[str, ...]) -> None:
-    value = getattr(config, field)
-    if value not in allowed:
-        raise ValueError(f"{_flag(field)}: {value!r} is not one of {', '.join(allowed)}")
-
-
-def validate(config: Config) -> None:
+def check(config: Config) -> None:
     """Raise ValueError naming the CLI flag, the value and what is allowed."""
-    _check(config, "classes", 1, 10_000_000)
-    _check(config, "instances", 1, 10_000_000)
-    _check(config, "size", 8, 8192)
+    check_range(config, "classes", 1, 10_000_000)
+    check_range(config, "instances", 1, 10_000_000)
+    check_range(config, "size", 8, 8192)
     # at delta 1 an affine map can be singular and a warp can fold the image onto itself
-    _check(config, "delta", 0.0, 1.0, open_high=True)
-    _check(config, "instance_delta", 0.0, 1.0, open_high=True)
-    _check(config, "canny_low", 0.0, 10_000.0)
-    _check(config, "canny_high", config.canny_low, 10_000.0, " (at least --canny-low)")
-    _check(config, "elastic_grid", 2, 256)
-    _choice(config, "representation", REPRESENTATIONS)
-    _choice(config, "transform", TRANSFORMS)
-    _choice(config, "border", BORDERS)
-    _check(config, "seed", 0, 2**63 - 1)
-    if not isinstance(config.image, str) or not (config.image in BUNDLED or os.path.isfile(config.image)):
-        raise ValueError(f"--image: {config.image!r} is neither a file nor one of the bundled images "
-                         f"{', '.join(BUNDLED)}")
+    check_range(config, "delta", 0.0, 1.0, open_high=True)
+    check_range(config, "instance_delta", 0.0, 1.0, open_high=True)
+    check_range(config, "canny_low", 0.0, 10_000.0)
+    check_range(config, "canny_high", config.canny_low, 10_000.0, " (at least --canny-low)")
+    check_range(config, "elastic_grid", 2, 256)
+    check_choice(config, "representation", REPRESENTATIONS)
+    check_choice(config, "transform", TRANSFORMS)
+    check_choice(config, "border", BORDERS)
+    check_range(config, "seed", 0, 2**63 - 1)
+    require(isinstance(config.image, str) and (config.image in BUNDLED or os.path.isfile(config.image)),
+            f"--image: {config.image!r} is neither a file nor one of the bundled images {', '.join(BUNDLED)}")
 
 
 def load_image(image: str) -> np.ndarray:
@@ -196,7 +174,7 @@ def class_params(config: Config, shared: dict, class_index: int) -> dict:
     if not 0 <= class_index < config.classes:
         raise ValueError(f"class index {class_index} is outside [0, {config.classes - 1}]")
     rng = stream(config.seed, STREAM_CLASS, class_index)
-    params = {"index": int(class_index), "transform": config.transform}
+    params = {"class_index": int(class_index), "transform": config.transform}
     if config.transform == "affine":
         params["matrix"] = _perturbed(IDENTITY_AFFINE, config.delta, rng)
     elif config.transform == "polynomial":
@@ -211,7 +189,7 @@ def instance_params(config: Config, params: dict, instance_index: int) -> dict:
     """Instance 0 is the class's warp; later ones move every coefficient by U(-instance_delta, +)."""
     if instance_index == 0:
         return params
-    rng = stream(config.seed, STREAM_INSTANCE, params["index"], instance_index)
+    rng = stream(config.seed, STREAM_INSTANCE, params["class_index"], instance_index)
     key = {"affine": "matrix", "polynomial": "coefficients", "elastic": "displacements"}[params["transform"]]
     return {**params, key: _perturbed(params[key], config.instance_delta, rng)}
 

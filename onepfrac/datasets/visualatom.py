@@ -2,7 +2,7 @@
 
 A category fixes the contour's parameters; an instance draws a new centre and a new
 realisation of the per-orbit noise and grays, exactly as the released renderer does
-(see ../shared/REFERENCE.md). Pure functions from (config, class index, instance index)
+(docs/released-code.md, "VisualAtom"). Pure functions from (config, class index, instance index)
 to images; files and processes live in onepfrac.generate. Every random choice comes from
 its own seeded stream keyed by (seed, class) or (seed, class, instance), so an image never
 depends on worker count or order (the released renderer seeds each of its processes with
@@ -32,12 +32,11 @@ import cv2
 import numba
 import numpy as np
 
-from onepfrac.datasets.onepfrac import stream
+from onepfrac.datasets.interface import STREAMS, check_range, require, stream
 
 NAME = "visualatom"
 
-# Independent random streams, keyed as SeedSequence(seed, spawn_key=(stream, ...)).
-STREAM_CLASS, STREAM_INSTANCE = range(2)
+STREAM_CLASS, STREAM_INSTANCE = STREAMS[NAME]["class"], STREAMS[NAME]["instance"]
 
 REFERENCE_SIZE = 512  # the released canvas: all lengths below are in its pixels
 NOISE_INPUT_MAX = 10_000.0  # released: each vertex's noise input u ~ U(0, 10000)
@@ -69,7 +68,7 @@ class Config:
     start_pos: int = 512  # centre = (512 + U{-start_pos..start_pos}) / 2 on each axis
 
     def __post_init__(self) -> None:
-        validate(self)
+        check(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,45 +95,29 @@ HELP = {
 }
 
 
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def _check(config: Config, field: str, low, high, what: str = "") -> None:
-    value = getattr(config, field)
-    kinds = int if Config.__dataclass_fields__[field].type == "int" else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not (low <= value <= high):
-        raise ValueError(f"{_flag(field)}: {value!r} is outside the allowed range [{low}, {high}]{what}")
-
-
-def validate(config: Config) -> None:
+def check(config: Config) -> None:
     """Raise ValueError naming the CLI flag, the value and the range allowed."""
-    _check(config, "classes", 1, 10_000_000)
-    _check(config, "instances", 1, 10_000_000)
-    _check(config, "size", 8, 8192)
+    check_range(config, "classes", 1, 10_000_000)
+    check_range(config, "instances", 1, 10_000_000)
+    check_range(config, "size", 8, 8192)
     # bounds keep every drawn coordinate far inside int32 for cv2
-    _check(config, "vertices_min", 3, 100_000, " (a closed contour needs 3 vertices)")
-    _check(config, "vertices_max", config.vertices_min, 100_000, " (at least --vertices-min)")
-    _check(config, "orbits_min", 1, 10_000)
-    _check(config, "orbits_max", config.orbits_min, 10_000, " (at least --orbits-min)")
-    _check(config, "perlin_min", 0.0, 100.0)
-    _check(config, "perlin_max", config.perlin_min, 100.0, " (at least --perlin-min)")
-    _check(config, "line_width", 0.0, 100.0)
-    _check(config, "radius_min", 0, 10_000)
-    _check(config, "radius_max", config.radius_min, 10_000, " (at least --radius-min)")
-    _check(config, "oval_max", 1.0, 100.0)
-    _check(config, "frequency_min", 0, 1000)
-    _check(config, "frequency_max", config.frequency_min, 1000, " (at least --frequency-min)")
-    if config.frequency_min == config.frequency_max != 0:
-        raise ValueError(f"--frequency-max: {config.frequency_max} equals --frequency-min, but n2 must "
-                         f"differ from a non-zero n1: widen the range to at least two values")
-    _check(config, "start_pos", 0, 10_000)
-    _check(config, "seed", 0, 2**63 - 1)
-
-
-def prepare(config: Config) -> dict:
-    """Nothing is shared between VisualAtom categories."""
-    return {}
+    check_range(config, "vertices_min", 3, 100_000, " (a closed contour needs 3 vertices)")
+    check_range(config, "vertices_max", config.vertices_min, 100_000, " (at least --vertices-min)")
+    check_range(config, "orbits_min", 1, 10_000)
+    check_range(config, "orbits_max", config.orbits_min, 10_000, " (at least --orbits-min)")
+    check_range(config, "perlin_min", 0.0, 100.0)
+    check_range(config, "perlin_max", config.perlin_min, 100.0, " (at least --perlin-min)")
+    check_range(config, "line_width", 0.0, 100.0)
+    check_range(config, "radius_min", 0, 10_000)
+    check_range(config, "radius_max", config.radius_min, 10_000, " (at least --radius-min)")
+    check_range(config, "oval_max", 1.0, 100.0)
+    check_range(config, "frequency_min", 0, 1000)
+    check_range(config, "frequency_max", config.frequency_min, 1000, " (at least --frequency-min)")
+    require(not config.frequency_min == config.frequency_max != 0,
+            f"--frequency-max: {config.frequency_max} equals --frequency-min, but n2 must "
+            f"differ from a non-zero n1: widen the range to at least two values")
+    check_range(config, "start_pos", 0, 10_000)
+    check_range(config, "seed", 0, 2**63 - 1)
 
 
 def class_params(config: Config, shared: dict, class_index: int) -> dict:
@@ -150,7 +133,7 @@ def class_params(config: Config, shared: dict, class_index: int) -> dict:
         n2 = int(rng.integers(config.frequency_min, config.frequency_max - 1, endpoint=True))
         n2 += n2 >= n1
     return {
-        "index": int(class_index),
+        "class_index": int(class_index),
         "vertices": int(rng.integers(config.vertices_min, config.vertices_max, endpoint=True)),
         "orbits": int(rng.integers(config.orbits_min, config.orbits_max, endpoint=True)),
         "perlin": float(rng.uniform(config.perlin_min, config.perlin_max)),
@@ -168,7 +151,7 @@ def instance_draws(config: Config, params: dict, instance_index: int) -> dict:
 
     Released order of use: the centre, then per orbit its gray and the x and y noise inputs.
     """
-    rng = stream(config.seed, STREAM_INSTANCE, params["index"], instance_index)
+    rng = stream(config.seed, STREAM_INSTANCE, params["class_index"], instance_index)
     offsets = rng.integers(-config.start_pos, config.start_pos, size=2, endpoint=True)
     orbits, vertices = params["orbits"], params["vertices"]
     return {

@@ -75,7 +75,7 @@ def open_datasets(args, context: Context):
 def workers_for(args) -> int:
     if args.workers is not None:
         return args.workers
-    from onepfrac.generate import available_cores
+    from onepfrac.cores import available_cores
 
     return min(8, available_cores())
 
