@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from onepfrac import ifs, render
+from onepfrac.datasets import interface
 from onepfrac.datasets.interface import STREAMS, GenerationError, require, stream
 
 NAME = "fractaldb"
@@ -102,12 +103,8 @@ def check_search(config) -> None:
 
 
 def check_canvas(config) -> None:
-    require(config.pad >= 0, f"--pad {config.pad} must be at least 0")
-    require(config.size <= 16384, f"--size {config.size} is above the largest allowed, 16384")
-    require(config.size >= 2 * config.pad + 4,
-            f"--size {config.size} is too small for --pad {config.pad}: it must be at least 2 x pad + 4 = "
-            f"{2 * config.pad + 4}")
-    require(config.points >= 2, f"--points {config.points} must be at least 2")
+    """The rendering options shared with 2D-OFDB."""
+    interface.check_canvas(config)
     require(config.drawing in render.DRAWINGS, f"--drawing {config.drawing} is not one of {', '.join(render.DRAWINGS)}")
 
 

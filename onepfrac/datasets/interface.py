@@ -91,3 +91,13 @@ def check_range(config, field: str, low, high, note: str = "", open_high: bool =
 def check_choice(config, field: str, allowed: tuple[str, ...]) -> None:
     value = getattr(config, field)
     require(value in allowed, f"{flag(field)}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def check_canvas(config) -> None:
+    """The IFS canvas options of 1p-frac, FractalDB and 2D-OFDB: --pad, --size and --points."""
+    require(config.pad >= 0, f"--pad {config.pad} must be at least 0")
+    require(config.size <= 16384, f"--size {config.size} is above the largest allowed, 16384")
+    require(config.size >= 2 * config.pad + 4,
+            f"--size {config.size} is too small for --pad {config.pad}: it must be at least 2 x pad + 4 = "
+            f"{2 * config.pad + 4}")
+    require(config.points >= 2, f"--points {config.points} must be at least 2")

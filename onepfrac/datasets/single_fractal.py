@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from onepfrac import ifs, render
-from onepfrac.datasets.interface import STREAMS, GenerationError, require, stream
+from onepfrac.datasets.interface import STREAMS, GenerationError, check_canvas, require, stream
 
 NAME = "1p-frac"
 
@@ -233,12 +233,7 @@ def check(config: Config) -> None:
             f"3 x {config.n_maps}")
     require(np.isfinite(config.delta) and 0 <= config.delta < 1, f"--delta {config.delta} is outside [0, 1)")
     require(config.samples >= 1, f"--samples {config.samples} must be at least 1")
-    require(config.pad >= 0, f"--pad {config.pad} must be at least 0")
-    require(config.size <= 16384, f"--size {config.size} is above the largest allowed, 16384")
-    require(config.size >= 2 * config.pad + 4,
-            f"--size {config.size} is too small for --pad {config.pad}: it must be at least 2 x pad + 4 = "
-            f"{2 * config.pad + 4}")
-    require(config.points >= 2, f"--points {config.points} must be at least 2")
+    check_canvas(config)
     require(0 <= config.burn_in <= config.points - 2,
             f"--burn-in {config.burn_in} is outside 0..{config.points - 2} (--points {config.points} minus the "
             f"2 points a frame needs)")
