@@ -29,7 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from onepfrac.train import cli, data, engine, trainer  # noqa: E402
+from onepfrac.train import data, engine, options, trainer  # noqa: E402
 from onepfrac.train.distributed import setup  # noqa: E402
 
 RELEASED_SAMPLES = 80_000 * 3 * 256  # epochs x steps x total batch of the released pre-training
@@ -126,7 +126,7 @@ def main() -> int:
     known, rest = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = known.data_dir or str(make_dataset(Path(scratch)))
-        args = cli.parse_args(["pretrain", "-c", known.config, "--data-dir", data_dir,
+        args = options.parse_args(["pretrain", "-c", known.config, "--data-dir", data_dir,
                                "--no-progress", "--epochs", "1000000", *rest])
         context = setup("none", args.device)
         dataset = data.open_folder(Path(data_dir), "--data-dir", args.in_memory, args.memory_limit_gb,

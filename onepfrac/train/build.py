@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from onepfrac.train.cli import UsageError
 from onepfrac.train.distributed import Context
+from onepfrac.train.options import UsageError
 
 
 class ModelError(ValueError):

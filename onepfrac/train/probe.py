@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from onepfrac.train import data as data_module
-from onepfrac.train.cli import EVAL_FROM_CHECKPOINT, OneLineParser, UsageError, model_kwarg
 from onepfrac.train.distributed import LaunchError, choose_device
+from onepfrac.train.options import EVAL_FROM_CHECKPOINT, OneLineParser, UsageError, model_kwarg
 
 METRICS = "metrics.jsonl"
 FULL = "full"

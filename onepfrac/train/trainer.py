@@ -20,9 +20,9 @@ from onepfrac.train import data as data_module
 from onepfrac.train import engine
 from onepfrac.train.build import (ModelError, amp_dtype_for, create_mixup, create_model,
                                   create_optimizer, create_scheduler, freeze_blocks, scaled)
-from onepfrac.train.cli import EVAL_FROM_CHECKPOINT, UsageError
 from onepfrac.train.distributed import Context, LaunchError, barrier, setup, teardown
 from onepfrac.train.metrics import METRICS, MetricsLog, PendingEpochs, log, trim_metrics
+from onepfrac.train.options import EVAL_FROM_CHECKPOINT, UsageError
 
 FORMAT = "onepfrac-checkpoint/1"
 LAST = "checkpoint_last.pth"
