@@ -27,19 +27,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from onepfrac.train.options import CKPT_WHICH
+
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_safely", "read_state_dict",
            "load_pretrained"]
 
 # Prefixes wrappers add to every key: DataParallel/DDP (`module.`) and torch.compile (`_orig_mod.`).
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# Which entry of a multi-entry checkpoint each `which` names, in order of preference.
+# Which entry of a multi-entry checkpoint each `which` (the trainer's --ckpt-which, less `auto`)
+# names, in order of preference.
 ENTRIES = {
     "model": ("model", "state_dict"),
     "state_dict": ("state_dict", "model"),
     "ema": ("state_dict_ema", "model_ema"),
     "state_dict_ema": ("state_dict_ema", "model_ema"),
 }
-WHICH = ("auto", *ENTRIES)
+assert {"auto", *ENTRIES} == set(CKPT_WHICH)
 # Classifier names used when a model carries no timm pretrained_cfg (REFERENCE: head, head_dist, fc).
 FALLBACK_CLASSIFIERS = ("head", "head_dist", "fc")
 MAX_LISTED = 12
@@ -137,8 +140,8 @@ def read_state_dict(source, which: str = "auto", trust_pickle: bool = False) -> 
 
 def _read(source, which: str, trust_pickle: bool) -> tuple[dict, str, list[str]]:
     """(state dict, description of the format and entry used, notes for the report)."""
-    if which not in WHICH:
-        raise CheckpointError(f"which={which!r} is not one of {', '.join(WHICH)}")
+    if which not in CKPT_WHICH:
+        raise CheckpointError(f"which={which!r} is not one of {', '.join(['auto', *ENTRIES])}")
     name = str(source) if isinstance(source, (str, os.PathLike)) else f"the given {type(source).__name__}"
     if isinstance(source, (str, os.PathLike)):
         obj = _load_weights_file(Path(source), trust_pickle)

@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from tqdm import tqdm
 
-DATASETS = ("folder", "cifar10", "cifar100")
+from onepfrac.train.options import DATASETS
 
 
 class DataError(ValueError):
@@ -301,7 +301,6 @@ def shard(num_samples: int, rank: int, world_size: int) -> list[int]:
     return list(range(rank, num_samples, world_size))
 
 
-PIPELINES = ("auto", "loader", "device")
 # `auto` puts the dataset on the GPU when it takes at most this share of the free memory.
 DEVICE_MEMORY_SHARE = 0.25
 

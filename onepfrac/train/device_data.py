@@ -20,6 +20,7 @@ import torch
 from onepfrac.train.device_randaugment import (ColorJitter, Packet, RandAugment, Schedule, _is_identity,
                                               _round_uint8, first_valid, host_generator, randint_inclusive,
                                               uniform)
+from onepfrac.train.options import RE_MODES, either
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
@@ -281,8 +282,8 @@ class DeviceAugment(torch.nn.Module):
         super().__init__()
         if interpolation not in _KERNELS:
             raise ValueError(f"interpolation must be one of {sorted(_KERNELS)}, got {interpolation!r}")
-        if re_mode not in ("pixel", "rand", "const"):
-            raise ValueError(f"re_mode must be 'pixel', 'rand' or 'const', got {re_mode!r}")
+        if re_mode not in RE_MODES:
+            raise ValueError(f"re_mode must be {either([repr(m) for m in RE_MODES])}, got {re_mode!r}")
         self.img_size, self.scale, self.ratio = int(img_size), tuple(scale), tuple(ratio)
         self.interpolation, self.hflip, self.vflip = interpolation, hflip, vflip
         self.re_prob, self.re_mode, self.re_count = re_prob, re_mode, re_count

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-LAUNCHERS = ("auto", "none", "torchrun", "mpi", "slurm")
+from onepfrac.train.options import LAUNCHERS
 
 # (rank, world size, local rank, local world size) variables of each MPI implementation.
 MPI_VARIABLES = (

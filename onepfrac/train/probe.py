@@ -33,10 +33,12 @@ from tqdm import tqdm
 
 from onepfrac.train import data as data_module
 from onepfrac.train.distributed import LaunchError, choose_device
-from onepfrac.train.options import EVAL_FROM_CHECKPOINT, OneLineParser, UsageError, model_kwarg
+from onepfrac.train.options import (CKPT_WHICH, DATASETS, EVAL_FROM_CHECKPOINT, IN_MEMORY, OneLineParser,
+                                    UsageError, either, model_kwarg, need, need_choice)
 
 METRICS = "metrics.jsonl"
 FULL = "full"
+OPTIMIZERS = ("adamw", "sgd")
 # Model and input options read from a checkpoint of this project when not given, and the
 # fallbacks for other checkpoints (the released fine-tuning's ImageNet statistics, timm's crop).
 FALLBACKS = dict(img_size=224, model_kwargs={}, mean=[0.485, 0.456, 0.406],
@@ -236,14 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m onepfrac.train.probe",
                            description="Linear probing of a frozen backbone at several depths.")
     parser.add_argument("--ckpt", required=True, help="path, URL or known released name")
-    parser.add_argument("--ckpt-which", default="auto",
-                        help="auto, model, state_dict, state_dict_ema or ema")
+    parser.add_argument("--ckpt-which", default="auto", help=either(CKPT_WHICH))
     parser.add_argument("--ckpt-trust-pickle", action=argparse.BooleanOptionalAction,
                         default=False, help="allow arbitrary pickled objects (trusted files only)")
     parser.add_argument("--data-dir", required=True,
                         help="folder with train/ and val/ ImageFolders, or CIFAR's root")
-    parser.add_argument("--dataset", default="folder", help="folder, cifar10 or cifar100")
-    parser.add_argument("--in-memory", default="auto", help="auto, always or never")
+    parser.add_argument("--dataset", default="folder", help=either(DATASETS))
+    parser.add_argument("--in-memory", default="auto", help=either(IN_MEMORY))
     parser.add_argument("--memory-limit-gb", type=float, default=16.0)
     parser.add_argument("--blocks", nargs="+", default=None,
                         help="depths to probe: block numbers from 1 and/or 'full' (default: "
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interpolation", default=None)
     parser.add_argument("--crop-pct", type=float, default=None)
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--opt", default="adamw", help="adamw or sgd (momentum 0.9)")
+    parser.add_argument("--opt", default="adamw", help=f"{either(OPTIMIZERS)} (momentum 0.9)")
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=256,
@@ -274,20 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(args) -> None:
-    def need(ok, option, value, allowed):
-        if not ok:
-            raise UsageError(f"--{option}: {value!r} is not allowed; {allowed}")
-
     for name in ("epochs", "batch_size", "eval_every"):
         value = getattr(args, name)
         need(value >= 1, name.replace("_", "-"), value, "expected an integer >= 1")
     need(args.lr > 0, "lr", args.lr, "expected a number > 0")
     need(args.weight_decay >= 0, "weight-decay", args.weight_decay, "expected a number >= 0")
-    need(args.opt in ("adamw", "sgd"), "opt", args.opt, "expected adamw or sgd")
-    need(args.dataset in data_module.DATASETS, "dataset", args.dataset,
-         "expected folder, cifar10 or cifar100")
-    need(args.in_memory in ("auto", "always", "never"), "in-memory", args.in_memory,
-         "expected auto, always or never")
+    need_choice(OPTIMIZERS, "opt", args.opt)
+    need_choice(DATASETS, "dataset", args.dataset)
+    need_choice(IN_MEMORY, "in-memory", args.in_memory)
     need(args.workers >= 0, "workers", args.workers, "expected an integer >= 0")
     need(args.img_size is None or args.img_size >= 1, "img-size", args.img_size,
          "expected an integer >= 1")
