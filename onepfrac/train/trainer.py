@@ -92,11 +92,13 @@ def train_batches(args, dataset, context: Context, start_epoch: int):
             "raise --repeats")
     pipeline, why = data_module.choose_pipeline(args.data_pipeline, dataset, context.device)
     if pipeline == "device":
-        on_device = data_module.to_device_dataset(dataset, context.device)
+        from onepfrac.train import device_data  # kornia and the device ops: only for this pipeline
+
+        on_device = device_data.to_device_dataset(dataset, context.device)
         log(context, f"data pipeline: device ({why}; {on_device.nbytes / 2**20:.1f} MiB)")
-        batches = data_module.device_batches(on_device, sampler, data_module.device_augment(args), args.seed)
+        batches = device_data.device_batches(on_device, sampler, device_data.device_augment(args), args.seed)
         if args.side_stream:
-            batches = data_module.on_side_stream(batches, context.device)
+            batches = device_data.on_side_stream(batches, context.device)
         return batches, sampler.steps_per_epoch
     samples = data_module.SeededSamples(dataset, data_module.train_transform(args), args.seed)
     workers = workers_for(args)
