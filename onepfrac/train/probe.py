@@ -295,9 +295,10 @@ def model_options(args, source: Path) -> None:
     checkpoints), a known release's model, else FALLBACKS. Without any, --model is required."""
     from onepfrac import weights
     from onepfrac.train import checkpoint as ckpt
+    from onepfrac.train import pretrained
 
     try:  # never unpickles code: a downloaded file is not trusted
-        stored = ckpt.read_checkpoint_safely(source).get("args") or {}
+        stored = pretrained.read_checkpoint_safely(source).get("args") or {}
     except ckpt.CheckpointError:
         stored = {}  # load_pretrained reports an unreadable file properly below
     if args.model is None:
@@ -317,7 +318,7 @@ def model_options(args, source: Path) -> None:
 def run(args) -> int:
     from onepfrac import weights
     from onepfrac.train import checkpoint as ckpt
-    from onepfrac.train import trainer
+    from onepfrac.train import pretrained, trainer
 
     try:
         validate(args)
@@ -339,7 +340,7 @@ def run(args) -> int:
             raise data_module.DataError(f"--data-dir: the validation set has "
                                         f"{len(val_set.classes)} classes, the training set "
                                         f"{len(train_set.classes)}")
-        report = ckpt.load_pretrained(model, source, which=args.ckpt_which, drop_head=True,
+        report = pretrained.load_pretrained(model, source, which=args.ckpt_which, drop_head=True,
                                       trust_pickle=args.ckpt_trust_pickle)
     except (UsageError, LaunchError, data_module.DataError, trainer.ModelError,
             ckpt.CheckpointError, weights.DownloadError) as error:
