@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from onepfrac.errors import UserError
+
 REPO = Path(__file__).resolve().parents[2]
 
 DATASETS = ("1p-frac", "fractaldb", "ofdb", "visualatom", "real-image", "scratch")
@@ -42,7 +44,7 @@ GENERATOR_OWNED = ("dataset", "base_savedir", "samples", "classes", "delta", "si
                    "no_progress")
 
 
-class GridError(ValueError):
+class GridError(UserError, ValueError):
     """A mistake in a grid file; the message names the key, the value and what is allowed."""
 
 

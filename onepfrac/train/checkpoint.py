@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onepfrac.errors import UserError
 from onepfrac.train.options import UsageError
 
 __all__ = ["CheckpointError", "FORMAT", "LAST", "checkpoint_name", "checkpoint_state", "find_resume",
@@ -31,7 +32,7 @@ FORMAT = "onepfrac-checkpoint/1"
 LAST = "checkpoint_last.pth"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message says which and why."""
 
 

@@ -20,10 +20,11 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from tqdm import tqdm
 
+from onepfrac.errors import UserError
 from onepfrac.train.options import DATASETS
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset is missing, empty or does not match the options; the message says which."""
 
 

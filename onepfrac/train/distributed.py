@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from onepfrac.errors import UserError
 from onepfrac.train.options import LAUNCHERS
 
 # (rank, world size, local rank, local world size) variables of each MPI implementation.
@@ -27,7 +28,7 @@ MPI_VARIABLES = (
 )
 
 
-class LaunchError(RuntimeError):
+class LaunchError(UserError, RuntimeError):
     """The launcher's environment is missing or inconsistent; the message says what to fix."""
 
 

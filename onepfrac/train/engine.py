@@ -10,11 +10,14 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from onepfrac.errors import UserError
 from onepfrac.train.distributed import Context, all_reduce_sum
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError, RuntimeError):
     """The training loss became NaN or infinite; the run stops and keeps its last checkpoint."""
+
+    exit_code = 3
 
     def __init__(self, epoch: int, step: int | None = None):
         where = f"epoch {epoch}" if step is None else f"epoch {epoch}, step {step}"

@@ -31,8 +31,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from onepfrac import weights
+from onepfrac.errors import UserError
+from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
-from onepfrac.train.distributed import LaunchError, choose_device
+from onepfrac.train import pretrained
+from onepfrac.train.build import create_model
+from onepfrac.train.distributed import choose_device
 from onepfrac.train.options import (CKPT_WHICH, DATASETS, EVAL_FROM_CHECKPOINT, IN_MEMORY, OneLineParser,
                                     UsageError, either, model_kwarg, need, need_choice)
 
@@ -293,10 +298,6 @@ def validate(args) -> None:
 def model_options(args, source: Path) -> None:
     """Fill the model and input options not given: the checkpoint's stored arguments (our own
     checkpoints), a known release's model, else FALLBACKS. Without any, --model is required."""
-    from onepfrac import weights
-    from onepfrac.train import checkpoint as ckpt
-    from onepfrac.train import pretrained
-
     try:  # never unpickles code: a downloaded file is not trusted
         stored = pretrained.read_checkpoint_safely(source).get("args") or {}
     except ckpt.CheckpointError:
@@ -316,18 +317,14 @@ def model_options(args, source: Path) -> None:
 
 
 def run(args) -> int:
-    from onepfrac import weights
-    from onepfrac.train import checkpoint as ckpt
-    from onepfrac.train import pretrained, trainer
-
     try:
         validate(args)
         device = choose_device(args.device, 0)
         data_module.seed_everything(args.seed)
-        source = weights.resolve(args.ckpt, progress=args.progress)
+        source = weights.resolve_option(args.ckpt, progress=args.progress)
         model_options(args, source)
         args.drop_path = 0.0
-        model = trainer.create_model(args, num_classes=0)  # no head: features only
+        model = create_model(args, num_classes=0)  # no head: features only
         probes = probe_depths(args.blocks or default_depths(model), model, args.model)
         root = Path(args.data_dir)
         folder = args.dataset == "folder"
@@ -342,10 +339,9 @@ def run(args) -> int:
                                         f"{len(train_set.classes)}")
         report = pretrained.load_pretrained(model, source, which=args.ckpt_which, drop_head=True,
                                       trust_pickle=args.ckpt_trust_pickle)
-    except (UsageError, LaunchError, data_module.DataError, trainer.ModelError,
-            ckpt.CheckpointError, weights.DownloadError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
 
     print(f"loaded {args.ckpt} into {args.model} ({report['loaded']} tensors; head dropped: "
           f"{', '.join(report['dropped']) or 'none'})", flush=True)
@@ -372,9 +368,9 @@ def run(args) -> int:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-    except UsageError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     return run(args)
 
 

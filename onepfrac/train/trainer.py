@@ -17,14 +17,15 @@ import torch
 from tqdm import tqdm
 
 from onepfrac import weights
+from onepfrac.errors import UserError
 from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
 from onepfrac.train import engine, pretrained
-from onepfrac.train.build import (ModelError, amp_dtype_for, create_mixup, create_model,
-                                  create_optimizer, create_scheduler, freeze_blocks, scaled)
-from onepfrac.train.distributed import Context, LaunchError, barrier, setup, teardown
+from onepfrac.train.build import (amp_dtype_for, create_mixup, create_model, create_optimizer,
+                                  create_scheduler, freeze_blocks, scaled)
+from onepfrac.train.distributed import Context, barrier, setup, teardown
 from onepfrac.train.metrics import METRICS, MetricsLog, PendingEpochs, log, trim_metrics
-from onepfrac.train.options import EVAL_FROM_CHECKPOINT, UsageError
+from onepfrac.train.options import EVAL_FROM_CHECKPOINT
 
 
 # ---------------------------------------------------------------- data
@@ -136,16 +137,12 @@ def run(args: argparse.Namespace) -> int:
         if args.mode == "eval":
             return evaluate_checkpoint(args, context)
         return train(args, context)
-    except (UsageError, LaunchError, data_module.DataError, ModelError, ckpt.CheckpointError,
-            weights.DownloadError) as error:
+    except UserError as error:  # bad input (2) or a diverged run (3): one line, no traceback
         if context is None or context.is_main:
-            print(f"error: {error}", file=sys.stderr)
-        return 2
-    except engine.NonFiniteLoss as error:
-        if context.is_main:
-            print(f"error: {error}; the last good checkpoint is kept in {args.output_dir}",
-                  file=sys.stderr)
-        return 3
+            kept = (f"; the last good checkpoint is kept in {args.output_dir}"
+                    if isinstance(error, engine.NonFiniteLoss) else "")
+            print(f"error: {error}{kept}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         if context is None or context.is_main:
             print("interrupted; resume with --resume auto", file=sys.stderr)
@@ -156,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_weights(args, model, context: Context) -> None:
-    source = weights.resolve(args.ckpt, progress=args.progress and context.is_main)
+    source = weights.resolve_option(args.ckpt, progress=args.progress and context.is_main)
     report = pretrained.load_pretrained(model, source, which=args.ckpt_which,
                                         trust_pickle=args.ckpt_trust_pickle)
     log(context, f"loaded {args.ckpt}: {report}")
