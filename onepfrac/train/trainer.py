@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from onepfrac import weights
+from onepfrac.cores import available_cores
 from onepfrac.errors import UserError
 from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
@@ -75,8 +76,6 @@ def open_datasets(args, context: Context):
 def workers_for(args) -> int:
     if args.workers is not None:
         return args.workers
-    from onepfrac.generate import available_cores
-
     return min(8, available_cores())
 
 
