@@ -10,7 +10,8 @@ from pathlib import Path
 
 from onepfrac.errors import UserError
 from onepfrac.sweep import runner
-from onepfrac.sweep.grid import commands, load_grid, select
+from onepfrac.sweep.grid import load_grid, select
+from onepfrac.sweep.stages import commands
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from onepfrac.sweep import results
-from onepfrac.sweep.grid import (REPO, Cell, Grid, GridError, commands, fingerprint, reference_for,
-                                 stage_options, to_argv)
+from onepfrac.sweep.grid import REPO, Cell, Grid, GridError, reference_for
+from onepfrac.sweep.stages import commands, fingerprint, stage_options, to_argv
 from onepfrac.train.options import UsageError, build_parser, parse_args
 
 CELL_JSON = "cell.json"
