@@ -53,7 +53,7 @@ def test_records_are_the_same_whether_read_every_update_or_once_at_the_end(tmp_p
 
 def test_many_short_epochs_are_resolved_in_a_few_host_syncs(tmp_path, train_fractal, monkeypatch):
     resolves = count_calls(monkeypatch, engine, "mean_losses")
-    checks = count_calls(monkeypatch, engine, "_stop_if_nonfinite")
+    checks = count_calls(monkeypatch, engine, "stop_if_nonfinite")
     writes = count_calls(monkeypatch, metrics.MetricsLog, "write")
     out = tmp_path / "out"
     # 20 epochs of 2 steps; a resolve once 8 updates have passed (every 4 epochs), and at the end.
