@@ -29,7 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from onepfrac.train import cli, data, engine, trainer  # noqa: E402
+from onepfrac.train import build, data, engine, options, trainer  # noqa: E402
 from onepfrac.train.distributed import setup  # noqa: E402
 
 RELEASED_SAMPLES = 80_000 * 3 * 256  # epochs x steps x total batch of the released pre-training
@@ -51,14 +51,14 @@ class Step:
     """One model, optimiser, Mixup and loss, shared by every timing of the run."""
 
     def __init__(self, args, context, num_classes: int):
-        self.model = trainer.create_model(args, num_classes).to(context.device)
+        self.model = build.create_model(args, num_classes).to(context.device)
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if args.compile else self.model
-        self.optimizer = trainer.create_optimizer(args, self.model, context)
-        self.mixup = trainer.create_mixup(args, num_classes)
+        self.optimizer = build.create_optimizer(args, self.model, context)
+        self.mixup = build.create_mixup(args, num_classes)
         self.loss = engine.make_loss(self.mixup is not None, args.smoothing)
-        self.amp = trainer.amp_dtype_for(args, context.device)
+        self.amp = build.amp_dtype_for(args, context.device)
         scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.common = dict(context=context, epoch=0, mixup_fn=self.mixup,
                            mixup_chunk=args.mixup_chunk, scaler=scaler, amp_dtype=self.amp,
@@ -126,7 +126,7 @@ def main() -> int:
     known, rest = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = known.data_dir or str(make_dataset(Path(scratch)))
-        args = cli.parse_args(["pretrain", "-c", known.config, "--data-dir", data_dir,
+        args = options.parse_args(["pretrain", "-c", known.config, "--data-dir", data_dir,
                                "--no-progress", "--epochs", "1000000", *rest])
         context = setup("none", args.device)
         dataset = data.open_folder(Path(data_dir), "--data-dir", args.in_memory, args.memory_limit_gb,

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from onepfrac.errors import UserError
+
 CACHE_ENV = "ONEPFRAC_CACHE"
 DEFAULT_CACHE = Path("~/.cache/onepfrac")
 CHUNK = 1 << 20
@@ -38,8 +40,13 @@ MAX_PAGE = 1 << 20  # an HTML confirmation page is small; never buffer more
 USER_AGENT = "onepfrac-weights (python urllib)"
 
 
-class DownloadError(RuntimeError):
-    """A checkpoint that could not be fetched or verified; the message says what to do instead."""
+class DownloadError(UserError, RuntimeError):
+    """A checkpoint that could not be fetched or verified; the message says what to do instead.
+
+    `python -m onepfrac.weights` exits 1 with it (the download could not be done); the trainer
+    and the probe, to which it is a bad --ckpt, exit 2 (see `resolve_option`)."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,15 @@ def resolve(spec, cache_dir=None, progress: bool = True) -> Path:
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise DownloadError(f"--ckpt {text}: no such file, not an http(s) URL and not a known checkpoint name."
                         f"{hint} `python -m onepfrac.weights list` shows the known names.")
+
+
+def resolve_option(spec, progress: bool = True) -> Path:
+    """`resolve` for a command's --ckpt: there a file it cannot get is bad input (exit 2)."""
+    try:
+        return resolve(spec, progress=progress)
+    except DownloadError as error:
+        error.exit_code = UserError.exit_code
+        raise
 
 
 def download(name: str, cache_dir=None, progress: bool = True) -> Path:
@@ -459,9 +475,9 @@ def main(argv=None) -> int:
                 print(f"{path.stat().st_size:,} bytes, sha256 {file_sha256(path)} (no published checksum "
                       "to compare with)", file=sys.stderr)
             print(path)
-    except DownloadError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return error.exit_code
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

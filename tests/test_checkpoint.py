@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from onepfrac.train import checkpoint  # noqa: E402
-from onepfrac.train.checkpoint import (CheckpointError, load_checkpoint, load_pretrained,  # noqa: E402
-                                       read_state_dict, save_checkpoint)
+from onepfrac.train import checkpoint, pretrained  # noqa: E402
+from onepfrac.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
+from onepfrac.train.pretrained import load_pretrained, read_state_dict  # noqa: E402
 
 TINY = dict(img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=2)
 
@@ -318,7 +318,7 @@ def test_a_failure_mid_write_leaves_the_previous_checkpoint_intact(tmp_path, mon
 def test_our_training_checkpoints_read_safely_without_unpickling_code(tmp_path):
     path = tmp_path / "checkpoint.pth"
     save_checkpoint(path, training_state(tiny_vit()))
-    assert checkpoint.read_checkpoint_safely(path)["args"] == {"lr": 1e-3}
+    assert pretrained.read_checkpoint_safely(path)["args"] == {"lr": 1e-3}
 
 
 def test_loading_a_missing_or_truncated_training_checkpoint_says_so(tmp_path):

@@ -16,8 +16,8 @@ from PIL import Image
 from scipy.stats import ks_2samp
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
-from onepfrac.train.device_data import (DeviceAugment, DeviceDataset, crop_boxes, crop_plan,
-                                        random_erase, resized_crop)
+from onepfrac.train.device_data import DeviceAugment, DeviceDataset, crop_plan, random_erase, resized_crop
+from onepfrac.train.device_plan import crop_boxes
 
 # Two-sample KS statistic above which two samples of 4,000 differ (p < 0.001 is 0.044).
 KS_LIMIT = 0.05
@@ -222,9 +222,9 @@ def test_same_seed_gives_the_same_augmented_batch():
 
 import timm.data.auto_augment as timm_auto_augment  # noqa: E402
 
+from onepfrac.train.device_plan import Layer, Schedule  # noqa: E402
 from onepfrac.train.device_randaugment import (RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS,  # noqa: E402
-                                              ColorJitter, Layer, RandAugment, Schedule, apply_layers,
-                                              parse_rand_augment)
+                                              ColorJitter, RandAugment, apply_layers, parse_rand_augment)
 
 PHOTOMETRIC = sorted(set(RAND_TRANSFORMS + RAND_INCREASING_TRANSFORMS)
                      - {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"})
@@ -342,11 +342,11 @@ def test_schedule_sorts_each_layer_so_every_op_is_one_slice():
 
 
 def test_grouped_ops_equal_each_sample_on_its_own_in_sample_order():
-    from onepfrac.train.device_randaugment import _photometric, brightness, contrast
+    from onepfrac.train.device_randaugment import brightness, contrast, layer_function
     key = np.array([2, 0, 1, 2, 1, 0, 2])
     factor = np.linspace(0.2, 1.8, 7)
     x = torch.from_numpy(np.stack([smooth_image(16, 16, 3, s) for s in range(7)])).float()
-    out = apply_layers(x, [Layer(key, factor, (_photometric(contrast), _photometric(brightness)))])
+    out = apply_layers(x, [Layer(key, factor, (layer_function(contrast), layer_function(brightness)))])
     for i, k in enumerate(key):
         alone = x[i:i + 1] if k == 0 else (contrast, brightness)[k - 1](x[i:i + 1], torch.tensor([factor[i]]))
         assert torch.equal(out[i:i + 1], alone), i

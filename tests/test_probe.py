@@ -11,6 +11,7 @@ import timm
 import torch
 
 from conftest import read_metrics, train_env
+from onepfrac.errors import UsageError
 from onepfrac.train import probe
 
 TINY_KWARGS = dict(patch_size=4, embed_dim=16, depth=2, num_heads=2)
@@ -148,7 +149,7 @@ def test_the_default_depths_are_the_papers_1_2_3_and_full_less_blocks_the_model_
 
 
 def test_a_model_without_blocks_can_only_be_probed_in_full():
-    with pytest.raises(probe.UsageError, match="a_cnn has no transformer `blocks`"):
+    with pytest.raises(UsageError, match="a_cnn has no transformer `blocks`"):
         probe.probe_depths(["1"], torch.nn.Linear(2, 2), "a_cnn")
     assert probe.probe_depths(["full"], torch.nn.Linear(2, 2), "a_cnn") == [("full", None)]
 

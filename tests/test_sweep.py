@@ -14,7 +14,8 @@ import yaml
 
 from conftest import REPO, snapshot
 from onepfrac.sweep import cli, results, runner
-from onepfrac.sweep.grid import GridError, load_grid, stage_options
+from onepfrac.sweep.grid import GridError, load_grid
+from onepfrac.sweep.stages import stage_options
 
 RECIPES = {"pretrain": str(REPO / "train/configs/pretrain_cpu.yaml"),
            "finetune": str(REPO / "train/configs/finetune_cpu_digits.yaml")}

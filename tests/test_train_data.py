@@ -189,7 +189,7 @@ def test_rendered_3d_ofdb_shows_a_class_a_new_random_view_each_epoch():
 
 
 def test_side_stream_passes_batches_through_unchanged_off_cuda():
-    from onepfrac.train.data import on_side_stream
+    from onepfrac.train.device_data import on_side_stream
     batches = [(torch.full((2, 3), float(i)), torch.tensor([i, i])) for i in range(4)]
     out = list(on_side_stream(iter(batches), torch.device("cpu")))
     assert len(out) == 4 and all(a is b for pair, same in zip(out, batches) for a, b in zip(pair, same))

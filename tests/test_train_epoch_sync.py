@@ -7,7 +7,7 @@ import types
 import torch
 
 from conftest import LIGHT_RECIPE, TINY_MODEL, poison_loss_from_call, read_metrics
-from onepfrac.train import engine, trainer
+from onepfrac.train import engine, metrics, trainer
 from onepfrac.train.cli import main
 
 
@@ -53,8 +53,8 @@ def test_records_are_the_same_whether_read_every_update_or_once_at_the_end(tmp_p
 
 def test_many_short_epochs_are_resolved_in_a_few_host_syncs(tmp_path, train_fractal, monkeypatch):
     resolves = count_calls(monkeypatch, engine, "mean_losses")
-    checks = count_calls(monkeypatch, engine, "_stop_if_nonfinite")
-    writes = count_calls(monkeypatch, trainer.MetricsLog, "write")
+    checks = count_calls(monkeypatch, engine, "stop_if_nonfinite")
+    writes = count_calls(monkeypatch, metrics.MetricsLog, "write")
     out = tmp_path / "out"
     # 20 epochs of 2 steps; a resolve once 8 updates have passed (every 4 epochs), and at the end.
     assert main(pretrain_args(train_fractal, out, "--epochs", "20", "--save-every", "100",
@@ -157,7 +157,7 @@ def test_metrics_log_appends_pending_records_at_once_and_leaves_flushing_to_tens
     fake = types.ModuleType("torch.utils.tensorboard")
     fake.SummaryWriter = SummaryWriter
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
-    log = trainer.MetricsLog(tmp_path, enabled=True)
+    log = metrics.MetricsLog(tmp_path, enabled=True)
     log.write([{"epoch": 1, "train_loss": 2.0, "lr": 0.1}, {"epoch": 2, "train_loss": 1.5, "lr": 0.1}])
     log.write([{"epoch": 3, "train_loss": 1.0, "lr": 0.1, "val_acc1": 50.0}])
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2, 3]

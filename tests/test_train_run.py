@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from conftest import LIGHT_RECIPE, TINY_MODEL, poison_loss_from_call, read_metrics, run_train
-from onepfrac.train import checkpoint, engine, trainer
+from onepfrac.train import build, checkpoint, engine
 from onepfrac.train.cli import main
+from onepfrac.train.distributed import Context
 
 
 def pretrain_args(data_dir, out, *extra):
@@ -161,12 +162,12 @@ def test_released_weight_decay_reaches_pos_embed_unless_asked_otherwise():
     import timm
 
     model = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=16, depth=1, num_heads=2)
-    context = trainer.Context("none", 0, 1, 0, torch.device("cpu"), None)
+    context = Context("none", 0, 1, 0, torch.device("cpu"), None)
 
     def decay_of_pos_embed(decay_pos_embed):
         args = argparse.Namespace(decay_pos_embed=decay_pos_embed, weight_decay=0.05, opt="adamw", lr=1e-3,
                                   batch_size=32, lr_base_batch=512, momentum=0.9, opt_eps=1e-8)
-        optimizer = trainer.create_optimizer(args, model, context)
+        optimizer = build.create_optimizer(args, model, context)
         return next(g["weight_decay"] for g in optimizer.param_groups
                     if any(p is model.pos_embed for p in g["params"]))
 
@@ -178,7 +179,7 @@ def test_fused_optimizer_takes_the_same_step_as_the_default_one():
 
     import timm
 
-    context = trainer.Context("none", 0, 1, 0, torch.device("cpu"), None)
+    context = Context("none", 0, 1, 0, torch.device("cpu"), None)
     weights = []
     for fused in (False, True):
         torch.manual_seed(0)
@@ -187,7 +188,7 @@ def test_fused_optimizer_takes_the_same_step_as_the_default_one():
         args = argparse.Namespace(decay_pos_embed=True, weight_decay=0.05, opt="adamw", lr=1e-2,
                                   batch_size=32, lr_base_batch=512, momentum=0.9, opt_eps=1e-8,
                                   fused_opt=fused)
-        optimizer = trainer.create_optimizer(args, model, context)
+        optimizer = build.create_optimizer(args, model, context)
         assert optimizer.defaults.get("fused") is (True if fused else None)
         for _ in range(3):
             model(torch.rand(4, 3, 16, 16)).logsumexp(1).mean().backward()
@@ -215,8 +216,8 @@ def test_learning_rate_is_scaled_by_total_batch_over_512():
     import argparse
 
     args = argparse.Namespace(batch_size=32, lr_base_batch=512)
-    context = trainer.Context("torchrun", 0, 8, 0, torch.device("cpu"), "gloo")
-    assert trainer.scaled(1e-3, args, context) == pytest.approx(5e-4)
+    context = Context("torchrun", 0, 8, 0, torch.device("cpu"), "gloo")
+    assert build.scaled(1e-3, args, context) == pytest.approx(5e-4)
 
 
 def test_device_pipeline_trains_and_resumes_exactly(tmp_path, train_fractal):

@@ -8,8 +8,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from onepfrac.errors import UserError
 from onepfrac.sweep import runner
-from onepfrac.sweep.grid import GridError, commands, load_grid, select
+from onepfrac.sweep.grid import load_grid, select
+from onepfrac.sweep.stages import commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,9 +58,9 @@ def main(argv=None) -> int:
             dry_run(grid, cells, out.resolve())
             return 0
         return runner.run(grid, cells, out.resolve(), sys.executable, progress=not args.no_progress)
-    except GridError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130

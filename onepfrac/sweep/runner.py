@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 
 from onepfrac.sweep import results
-from onepfrac.sweep.grid import (REPO, Cell, Grid, GridError, commands, fingerprint, reference_for,
-                                 stage_options, to_argv)
+from onepfrac.sweep.grid import REPO, Cell, Grid, GridError, reference_for
+from onepfrac.sweep.stages import commands, fingerprint, stage_options, to_argv
+from onepfrac.train.options import UsageError, build_parser, parse_args
 
 CELL_JSON = "cell.json"
 LOG_TAIL = 20
@@ -93,8 +94,6 @@ def _hint(option: str, allowed) -> str:
 def preflight(grid: Grid, cells: list[Cell], out: Path, python: str) -> None:
     """Every check that does not need the grid alone: option names and values against the CLIs,
     and complete or half-done cells made with other options. Raises GridError."""
-    from onepfrac.train.cli import UsageError, build_parser, parse_args
-
     trainer_options = {a.dest for a in build_parser()._actions} - {"help", "mode"}
     accepted = {}
     checked = set()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from onepfrac.train.cli import UsageError
+from onepfrac.errors import UserError
 from onepfrac.train.distributed import Context
+from onepfrac.train.options import UsageError
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """Unknown model name or options the model does not accept."""
 
 

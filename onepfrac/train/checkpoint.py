@@ -1,55 +1,102 @@
-"""Checkpoints: atomic save, exact resume, and loading every weights format this field publishes.
+"""Training checkpoints: the state a run saves, atomic writes, and exact resume.
 
-Two kinds of file pass through here:
+A training checkpoint written here is a dict with `model`, `optimizer`, `lr_scheduler`, `scaler`,
+`epoch`, as the released 1p-frac trainer writes them (its `model` entry is a timm state dict),
+plus `args`, `best`, `format` and RNG states. It is saved every --save-every epochs and at the
+end under the released name (`checkpoint_name`) and as `checkpoint_last.pth`, which
+`--resume auto` continues from.
 
-- **Training checkpoints** written by this project (`save_checkpoint` / `load_checkpoint`): a dict
-  with `model`, `optimizer`, `lr_scheduler`, `scaler`, `epoch`, `args`, RNG states, ... as the
-  released 1p-frac trainer writes them (its `model` entry is a timm state dict).
-- **Pre-trained weights** from anywhere (`read_state_dict` / `load_pretrained`): the released
-  1p-frac/OFDB dict with a `model` entry, timm/DeiT `.pth.tar` (`state_dict`, `state_dict_ema`,
-  DeiT's `model_ema`), ClassyVision/VISSL `.torch` (`classy_state_dict`), a bare state dict,
-  or `.safetensors`. Weights files are read with `torch.load(weights_only=True)`, which
-  runs no code from the file.
+Pre-trained weights of every published format (this project's checkpoints among them) are read
+and loaded into a model by onepfrac.train.pretrained.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import pathlib
 import pickle
-import re
+import random
 import tempfile
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch import nn
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_safely", "read_state_dict",
-           "load_pretrained"]
+from onepfrac.errors import UserError
+from onepfrac.train.options import UsageError
 
-# Prefixes wrappers add to every key: DataParallel/DDP (`module.`) and torch.compile (`_orig_mod.`).
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# Which entry of a multi-entry checkpoint each `which` names, in order of preference.
-ENTRIES = {
-    "model": ("model", "state_dict"),
-    "state_dict": ("state_dict", "model"),
-    "ema": ("state_dict_ema", "model_ema"),
-    "state_dict_ema": ("state_dict_ema", "model_ema"),
-}
-WHICH = ("auto", *ENTRIES)
-# Classifier names used when a model carries no timm pretrained_cfg (REFERENCE: head, head_dist, fc).
-FALLBACK_CLASSIFIERS = ("head", "head_dist", "fc")
-MAX_LISTED = 12
+__all__ = ["CheckpointError", "FORMAT", "LAST", "checkpoint_name", "checkpoint_state", "find_resume",
+           "restore_training_state", "save_checkpoint", "load_checkpoint"]
+
+FORMAT = "onepfrac-checkpoint/1"
+LAST = "checkpoint_last.pth"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message says which and why."""
 
 
-# ---------------------------------------------------------------- training checkpoints (resume)
+# ---------------------------------------------------------------- what a run saves and resumes
+
+def checkpoint_name(model: str, experiment: str, epoch: int) -> str:
+    """The released file name of the checkpoint after `epoch` epochs, e.g.
+    vit_tiny_patch16_224_sigma3.5_perturb0.1_sample1000_seed0_080ep.pth."""
+    return f"{model}_{experiment}_{epoch:03d}ep.pth"
+
+
+def checkpoint_state(args, model, optimizer, scheduler, scaler, model_ema, epoch, best) -> dict:
+    """The released format (model, optimizer, lr_scheduler, scaler, epoch) plus what resumes.
+
+    The RNG states are a record only: a resumed run reseeds every epoch from (seed, epoch, rank)
+    (onepfrac.train.trainer), which is what makes it continue exactly."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,  # epochs completed; training resumes at this epoch index
+        "args": {k: v for k, v in vars(args).items()},
+        "best": best,
+        "format": FORMAT,
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    }
+    if model_ema is not None:
+        state["model_ema"] = model_ema.module.state_dict()
+    return state
+
+
+def find_resume(resume: str | None, output_dir) -> Path | None:
+    """The checkpoint --resume names: None without it, the output folder's last checkpoint for
+    'auto' (None when there is none yet: a fresh start), else the path, which must exist."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        path = Path(output_dir) / LAST
+        return path if path.exists() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise UsageError(f"--resume: {resume!r} does not exist")
+    return path
+
+
+def restore_training_state(resumed: dict, model, optimizer, scheduler, scaler=None, model_ema=None,
+                           best: dict | None = None) -> dict:
+    """Load a training checkpoint's model, optimizer, schedule, loss scaler and EMA weights into
+    the run's (the scaler and EMA where both the run and the file have them); returns the best
+    evaluation it recorded, or `best` for a file without one."""
+    model.load_state_dict(resumed["model"])
+    optimizer.load_state_dict(resumed["optimizer"])
+    scheduler.load_state_dict(resumed["lr_scheduler"])
+    if scaler is not None and resumed.get("scaler"):
+        scaler.load_state_dict(resumed["scaler"])
+    if model_ema is not None and "model_ema" in resumed:
+        model_ema.module.load_state_dict(resumed["model_ema"])
+    return resumed.get("best", best)
+
+
+# ---------------------------------------------------------------- files
 
 def save_checkpoint(path, state: dict) -> None:
     """Write `state` to `path` atomically: a crash at any moment leaves the old file or the new one.
@@ -105,371 +152,14 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except PermissionError as error:
         raise CheckpointError(f"{path}: not readable ({error.strerror})") from error
     except (EOFError, RuntimeError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_short(error)}); "
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({short_message(error)}); "
                               "resume from an earlier one or start afresh") from error
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a training checkpoint (a dict), found {type(state).__name__}")
     return state
 
 
-def read_checkpoint_safely(path) -> dict:
-    """The top-level dict of any checkpoint (e.g. to read its `args`), unpickled as data only:
-    safe on downloaded files, unlike `load_checkpoint`. Raises CheckpointError as read_state_dict."""
-    obj = _load_weights_file(Path(path), trust_pickle=False)
-    return dict(obj) if isinstance(obj, Mapping) else {}
-
-
-# ---------------------------------------------------------------- pre-trained weights: reading
-
-def read_state_dict(source, which: str = "auto", trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The model weights held by `source` (a path or an already-loaded object), as a timm state dict.
-
-    `which` picks the entry of a checkpoint that holds several: 'model' / 'state_dict' the trained
-    weights, 'ema' / 'state_dict_ema' the EMA copy (timm's `state_dict_ema`, DeiT's `model_ema`).
-    'auto' takes the non-EMA weights (`model`, else `state_dict`), the ones the released code
-    fine-tunes from, and the EMA copy only when nothing else is there.
-    `module.` and `_orig_mod.` prefixes are stripped; ClassyVision ViT names become timm's.
-    `trust_pickle=True` unpickles files that hold arbitrary Python objects (old checkpoints
-    with config objects): only for files from a source you trust.
-    """
-    return _read(source, which, trust_pickle)[0]
-
-
-def _read(source, which: str, trust_pickle: bool) -> tuple[dict, str, list[str]]:
-    """(state dict, description of the format and entry used, notes for the report)."""
-    if which not in WHICH:
-        raise CheckpointError(f"which={which!r} is not one of {', '.join(WHICH)}")
-    name = str(source) if isinstance(source, (str, os.PathLike)) else f"the given {type(source).__name__}"
-    if isinstance(source, (str, os.PathLike)):
-        obj = _load_weights_file(Path(source), trust_pickle)
-        if _is_safetensors(Path(source)):
-            return _strip_wrappers(obj, name), "safetensors", []
-    elif isinstance(source, nn.Module):
-        obj = source.state_dict()
-    else:
-        obj = source
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{name}: expected a dict of weights, found {type(obj).__name__}")
-
-    notes: list[str] = []
-    if "classy_state_dict" in obj:
-        state, fmt = _from_classy(obj, name, notes)
-    elif _is_state_dict(obj):
-        if which != "auto" and which not in ("model", "state_dict"):
-            raise CheckpointError(f"{name}: which={which!r} asks for EMA weights, but the file is a bare "
-                                  "state dict without entries; use which='auto'")
-        state, fmt = obj, "bare state dict"
-    else:
-        entry = _pick_entry(obj, which, name)
-        state, fmt = obj[entry], f"dict entry '{entry}'"
-        if isinstance(state, nn.Module):
-            state = state.state_dict()
-        if not _is_state_dict(state):
-            raise CheckpointError(f"{name}: entry '{entry}' is not a state dict "
-                                  f"(found {type(state).__name__})")
-    return _strip_wrappers(state, name), fmt, notes
-
-
-def _load_weights_file(path: Path, trust_pickle: bool):
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not a file")
-    if _is_safetensors(path):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return load_file(path, device="cpu")
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_short(error)})") from error
-    try:
-        with torch.serialization.safe_globals(_data_globals()):
-            return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except PermissionError as error:
-        raise CheckpointError(f"{path}: not readable ({error.strerror})") from error
-    except pickle.UnpicklingError as error:
-        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if trust_pickle or not unsupported:
-            raise CheckpointError(f"{path}: corrupt checkpoint ({_short(error)})") from error
-        raise CheckpointError(
-            f"{path}: the file holds a Python object of type {unsupported.group(1)}, which is not "
-            "unpickled by default because unpickling can run code. If you trust where the file came "
-            "from, load it with trust_pickle=True (the trainer's --ckpt-trust-pickle)") from error
-    except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError) as error:
-        raise CheckpointError(f"{path}: corrupt, truncated or not a PyTorch file ({_short(error)}); "
-                              "download it again") from error
-
-
-def _is_safetensors(path: Path) -> bool:
-    """By suffix, or by content for files without one (downloads cached under a URL's name):
-    safetensors starts with an 8-byte header length and a JSON header, torch files with a zip's PK."""
-    if path.suffix == ".safetensors":
-        return True
-    with open(path, "rb") as stream:
-        head = stream.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
-
-
-def _data_globals() -> list:
-    """Types that checkpoints in the wild hold besides tensors and that unpickle as plain data:
-    timm's and DeiT's `args` (argparse.Namespace, paths in it) and numpy arrays and scalars (RNG states,
-    metrics). Rebuilding any of them runs no code of the file's choosing."""
-    import numpy
-    try:
-        from numpy._core import multiarray  # numpy 2
-    except ImportError:
-        from numpy.core import multiarray
-    allowed = [argparse.Namespace, numpy.ndarray, numpy.dtype, multiarray._reconstruct, multiarray.scalar,
-               pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath, pathlib.PureWindowsPath]
-    allowed += [type(numpy.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
-                                                 "uint32", "uint64", "float16", "float32", "float64")]
-    return allowed
-
-
-def _is_state_dict(obj) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-
-
-def _pick_entry(obj: Mapping, which: str, name: str) -> str:
-    wanted = ENTRIES["model"] + ENTRIES["ema"] if which == "auto" else ENTRIES[which]
-    for entry in wanted:
-        if entry in obj and obj[entry] is not None:
-            return entry
-    available = [k for k in obj if isinstance(k, str)]
-    raise CheckpointError(f"{name}: no weights for which={which!r}: looked for "
-                          f"{' / '.join(wanted)}, the file has entries {_listing(available)}")
-
-
-def _strip_wrappers(state: Mapping, name: str) -> dict:
-    stripped: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        new = key
-        while new.startswith(WRAPPER_PREFIXES):  # module._orig_mod. comes stacked
-            new = new.split(".", 1)[1]
-        if new in stripped:
-            raise CheckpointError(f"{name}: keys '{key}' and another both become '{new}' "
-                                  "once wrapper prefixes are stripped")
-        stripped[new] = value
-    return stripped
-
-
-def _from_classy(obj: Mapping, name: str, notes: list[str]) -> tuple[dict, str]:
-    """ClassyVision/VISSL: weights under classy_state_dict -> base_model -> model -> {trunk, heads}."""
-    try:
-        model_state = obj["classy_state_dict"]["base_model"]["model"]
-        trunk = model_state["trunk"]
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{name}: a ClassyVision checkpoint without "
-                              "classy_state_dict.base_model.model.trunk") from error
-    heads = model_state.get("heads") or {}
-    trunk = {_strip_prefixes(k, ("_feature_blocks.", "trunk.")): v for k, v in trunk.items()}
-    if "conv_proj.weight" in trunk or "encoder.pos_embedding" in trunk:
-        state = _classy_vit_to_timm(trunk)
-        fmt = "ClassyVision .torch (ViT trunk renamed to timm)"
-    else:
-        state, fmt = dict(trunk), "ClassyVision .torch (trunk, names kept)"
-    head = _classy_head(heads, notes)
-    state.update(head)
-    return state, fmt
-
-
-def _strip_prefixes(key: str, prefixes: tuple[str, ...]) -> str:
-    for prefix in prefixes:
-        if key.startswith(prefix):
-            return key[len(prefix):]
-    return key
-
-
-# ClassyVision's VisionTransformer (classy_vision/models/vision_transformer.py) -> timm's.
-# Its self_attention is nn.MultiheadAttention, whose in_proj stacks q, k, v as timm's qkv does.
-CLASSY_BLOCK_RENAMES = {
-    "ln_1.": "norm1.", "ln_2.": "norm2.",
-    "self_attention.in_proj_weight": "attn.qkv.weight", "self_attention.in_proj_bias": "attn.qkv.bias",
-    "self_attention.out_proj.": "attn.proj.",
-    "mlp.linear_1.": "mlp.fc1.", "mlp.linear_2.": "mlp.fc2.",
-}
-
-
-def _classy_vit_to_timm(trunk: Mapping) -> dict:
-    state = {}
-    for key, value in trunk.items():
-        if key.startswith("conv_proj."):
-            new = "patch_embed.proj." + key[len("conv_proj."):]
-        elif key == "class_token":
-            new = "cls_token"
-        elif key == "encoder.pos_embedding":
-            new, value = "pos_embed", value.permute(1, 0, 2)  # (seq, 1, dim) -> timm's (1, seq, dim)
-        elif key.startswith("encoder.ln."):
-            new = "norm." + key[len("encoder.ln."):]
-        elif key.startswith("encoder.layers.layer_"):
-            index, rest = key[len("encoder.layers.layer_"):].split(".", 1)
-            for old, renamed in CLASSY_BLOCK_RENAMES.items():
-                if rest.startswith(old):
-                    rest = renamed + rest[len(old):]
-                    break
-            new = f"blocks.{index}.{rest}"
-        else:
-            new = key  # left for the key check to report
-        state[new] = value
-    return state
-
-
-def _classy_head(heads: Mapping, notes: list[str]) -> dict:
-    """A single plain linear head maps onto timm's `head`; anything else is left out, with a note."""
-    found = []
-    if _is_state_dict(heads):  # VISSL: one flat dict of all head weights
-        found.append(("heads", heads))
-    else:  # ClassyVision: {block name: {head id: state dict}}
-        for block, block_heads in heads.items():
-            if isinstance(block_heads, Mapping):
-                found.extend((f"{block}/{head_id}", sd) for head_id, sd in block_heads.items())
-    plain = [(where, sd) for where, sd in found
-             if isinstance(sd, Mapping) and set(sd) == {"layers.head.weight", "layers.head.bias"}]
-    if len(found) == 1 and len(plain) == 1:
-        sd = plain[0][1]
-        return {"head.weight": sd["layers.head.weight"], "head.bias": sd["layers.head.bias"]}
-    if found:
-        notes.append(f"ClassyVision heads not loaded (no single linear head): {', '.join(w for w, _ in found)}")
-    return {}
-
-
-# ---------------------------------------------------------------- pre-trained weights: loading
-
-def load_pretrained(model: nn.Module, source, which: str = "auto", drop_head="auto",
-                    trust_pickle: bool = False) -> dict:
-    """Load pre-trained weights into a timm model; every weight must find its place.
-
-    - The classifier (timm's `pretrained_cfg['classifier']`, e.g. `head`, `head_dist`; else
-      head/head_dist/fc) is dropped when its shape differs from the model's or the model has
-      none (drop_head='auto'), always (True: the model keeps its fresh head) or never (False).
-    - `pos_embed` is resampled (bicubic, prefix tokens kept) when the patch grid differs,
-      `patch_embed.proj.weight` (timm.layers.resample_patch_embed) when the patch size differs.
-    - Any other missing key, unexpected key or shape mismatch raises CheckpointError listing
-      them, before the model is touched.
-
-    Returns a report: source, format, loaded/dropped/resampled keys and notes.
-    """
-    if drop_head not in ("auto", True, False):
-        raise CheckpointError(f"drop_head={drop_head!r} must be 'auto', True or False")
-    target = unwrap_model(model)
-    state, fmt, notes = _read(source, which, trust_pickle)
-    name = str(source) if isinstance(source, (str, os.PathLike)) else f"the given {type(source).__name__}"
-    expected = target.state_dict()
-    state = dict(state)
-
-    dropped = _drop_classifier(state, expected, _classifier_names(target), drop_head)
-    resampled = {}
-    if "pos_embed" in state and "pos_embed" in expected and state["pos_embed"].shape != expected["pos_embed"].shape:
-        resampled["pos_embed"] = _resample_pos_embed(state, expected["pos_embed"], target)
-    key = "patch_embed.proj.weight"
-    if key in state and key in expected and state[key].shape != expected[key].shape \
-            and state[key].dim() == 4 and state[key].shape[:2] == expected[key].shape[:2]:
-        from timm.layers import resample_patch_embed
-        old = tuple(state[key].shape)
-        state[key] = resample_patch_embed(state[key], list(expected[key].shape[-2:]))
-        resampled[key] = (old, tuple(state[key].shape))
-
-    classifier = {k for k in expected if _is_classifier(k, _classifier_names(target))}
-    headless = not any(_is_classifier(k, _classifier_names(target)) for k in state)
-    allowed_missing = classifier if dropped or (headless and drop_head is not False) else set()
-    if classifier and headless and not dropped and drop_head is not False:
-        notes.append("the checkpoint has no classifier: the model keeps its freshly initialised head")
-    missing = [k for k in expected if k not in state and k not in allowed_missing]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-                  for k, v in state.items() if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        raise CheckpointError(_mismatch_message(name, fmt, missing, unexpected, mismatched, state, expected))
-
-    result = target.load_state_dict(state, strict=False)
-    assert not result.unexpected_keys and set(result.missing_keys) <= allowed_missing, result
-    return {"source": name, "format": fmt, "loaded": len(state), "dropped": dropped,
-            "resampled": resampled, "notes": notes}
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module whose state dict has plain names: DDP/DataParallel and torch.compile removed."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
-def _classifier_names(model: nn.Module) -> tuple[str, ...]:
-    config = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    names = config.get("classifier")
-    if not names:
-        return FALLBACK_CLASSIFIERS
-    return (names,) if isinstance(names, str) else tuple(names)
-
-
-def _is_classifier(key: str, names: tuple[str, ...]) -> bool:
-    return any(key.startswith(n + ".") for n in names)
-
-
-def _drop_classifier(state: dict, expected: Mapping, names: tuple[str, ...], drop_head) -> list[str]:
-    keys = [k for k in state if _is_classifier(k, names)]
-    if drop_head is False or not keys:
-        return []
-    fits = all(k in expected and state[k].shape == expected[k].shape for k in keys)
-    if drop_head == "auto" and fits:
-        return []
-    for k in keys:
-        del state[k]
-    return keys
-
-
-def _resample_pos_embed(state: dict, new: torch.Tensor, model: nn.Module) -> tuple:
-    from timm.layers import resample_abs_pos_embed
-    old = state["pos_embed"]
-    # models with no_embed_class keep no position embedding for the prefix tokens
-    prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
-    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
-    if old.dim() != 3 or old.shape[-1] != new.shape[-1] or grid is None:
-        return (tuple(old.shape), tuple(old.shape))  # left for the shape check to report
-    old_tokens = old.shape[1] - prefix
-    side = int(round(old_tokens ** 0.5))
-    if side * side != old_tokens:
-        raise CheckpointError(f"pos_embed {tuple(old.shape)}: {old_tokens} patch positions after "
-                              f"{prefix} prefix token(s) do not form a square grid; cannot resample")
-    state["pos_embed"] = resample_abs_pos_embed(old, list(grid), old_size=[side, side],
-                                                num_prefix_tokens=prefix)
-    return (tuple(old.shape), tuple(state["pos_embed"].shape))
-
-
-def _mismatch_message(name, fmt, missing, unexpected, mismatched, state, expected) -> str:
-    lines = [f"{name} ({fmt}) does not fit the model; nothing was loaded."]
-    if missing:
-        lines.append(f"  missing from the checkpoint ({len(missing)}): {_listing(missing)}")
-    if unexpected:
-        lines.append(f"  unexpected in the checkpoint ({len(unexpected)}): {_listing(unexpected)}")
-    if mismatched:
-        lines.append(f"  shape mismatch ({len(mismatched)}): {_listing(mismatched)}")
-    have, want = _describe(state), _describe(expected)
-    if have and want and have != want:
-        lines.append(f"  checkpoint: {have}; model: {want}: choose the model the weights were trained as")
-    return "\n".join(lines)
-
-
-def _describe(state: Mapping) -> str:
-    """'12 blocks, width 192' for ViT-like state dicts, '' otherwise."""
-    blocks = {k.split(".")[1] for k in state if k.startswith("blocks.") and k.count(".") > 1}
-    width = state["cls_token"].shape[-1] if "cls_token" in state else None
-    if not blocks or width is None:
-        return ""
-    return f"{len(blocks)} blocks, width {width}"
-
-
-def _listing(items) -> str:
-    items = [str(i) for i in items]
-    shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f", ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
-
-
-def _short(error: BaseException, limit: int = 160) -> str:
+def short_message(error: BaseException, limit: int = 160) -> str:
+    """An exception's text on one line of at most `limit` characters, for an error message."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."

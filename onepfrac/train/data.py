@@ -20,10 +20,11 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from tqdm import tqdm
 
-DATASETS = ("folder", "cifar10", "cifar100")
+from onepfrac.errors import UserError
+from onepfrac.train.options import DATASETS
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset is missing, empty or does not match the options; the message says which."""
 
 
@@ -301,7 +302,6 @@ def shard(num_samples: int, rank: int, world_size: int) -> list[int]:
     return list(range(rank, num_samples, world_size))
 
 
-PIPELINES = ("auto", "loader", "device")
 # `auto` puts the dataset on the GPU when it takes at most this share of the free memory.
 DEVICE_MEMORY_SHARE = 0.25
 
@@ -326,76 +326,6 @@ def choose_pipeline(requested: str, dataset, device: torch.device) -> tuple[str,
         return "loader", (f"auto: {dataset.nbytes / 2**30:.1f} GiB is more than "
                           f"{DEVICE_MEMORY_SHARE:.0%} of the GPU's free {free / 2**30:.1f} GiB")
     return "device", f"auto: {dataset.nbytes / 2**20:.0f} MiB fits on the GPU"
-
-
-def to_device_dataset(dataset: ArrayDataset, device: torch.device):
-    """uint8 N x C x H x W on `device`: gray stays one channel until the model input, also when
-    it was saved as RGB (as the released generator does), a third of the memory and the work."""
-    from onepfrac.train.device_data import DeviceDataset
-
-    images = torch.from_numpy(dataset.images)
-    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
-    if images.shape[1] == 3 and bool((images[:, :1] == images[:, 1:]).all()):
-        images = images[:, :1]
-    return DeviceDataset(images.contiguous(), torch.from_numpy(dataset.labels), device,
-                         classes=dataset.classes)
-
-
-def device_augment(args):
-    from onepfrac.train.device_data import DeviceAugment
-
-    return DeviceAugment(args.img_size, scale=tuple(args.scale), ratio=tuple(args.ratio),
-                         interpolation=args.interpolation, hflip=args.hflip, vflip=args.vflip,
-                         auto_augment=args.aa, color_jitter=args.color_jitter,
-                         re_prob=args.reprob, re_mode=args.remode, re_count=args.recount,
-                         mean=tuple(args.mean), std=tuple(args.std))
-
-
-def device_batches(dataset, sampler: EpochBatchSampler, augment, seed: int):
-    """Augmented batches on the dataset's device for the sampler's epochs, as one iterator.
-
-    Each epoch's random draws come from a host generator seeded by (seed, epoch, rank), so a
-    resumed run continues exactly; nothing is set up again between epochs, and the epoch's order
-    reaches the device in one non-blocking copy (from pinned memory on a GPU), so the host never
-    waits for the device at an epoch boundary.
-    """
-    device = dataset.images.device
-    augment = augment.to(device)
-    for epoch in range(sampler.start_epoch, sampler.epochs):
-        order = torch.tensor(sampler.epoch_indices(epoch), dtype=torch.int64)
-        if device.type == "cuda":
-            order = order.pin_memory()
-        order = order.to(device, non_blocking=True)
-        generator = torch.Generator()
-        generator.manual_seed(sample_seed(seed, epoch, 2**31 + sampler.rank))
-        for step in range(sampler.steps_per_epoch):
-            index = order[step * sampler.batch_size:(step + 1) * sampler.batch_size]
-            yield augment(dataset.images, generator, index=index), dataset.labels[index]
-
-
-def on_side_stream(batches, device: torch.device):
-    """The batches, each made on a second CUDA stream while the model trains on the previous one.
-
-    The device pipeline's augmentation is many small kernels; on the training stream they run
-    between two steps, on their own stream they fill the GPU beside the model's (ViT-Tiny at
-    batch 256 leaves most of an H100 idle). Elsewhere the batches pass through unchanged."""
-    if device.type != "cuda":
-        yield from batches
-        return
-    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
-    side.wait_stream(main)  # the dataset and everything before the loop are ready
-
-    def make_next():
-        with torch.cuda.stream(side):
-            return next(batches, None)
-
-    pending = make_next()
-    while pending is not None:
-        main.wait_stream(side)  # this batch is finished before the step that reads it
-        for tensor in pending:
-            tensor.record_stream(main)  # its memory is not reused before the step is done
-        current, pending = pending, make_next()  # the next batch is queued before this step
-        yield current
 
 
 def train_transform(args):

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from onepfrac.train.device_randaugment import (ColorJitter, Packet, RandAugment, Schedule, _is_identity,
-                                              _round_uint8, first_valid, host_generator, randint_inclusive,
-                                              uniform)
+from onepfrac.train.data import ArrayDataset, EpochBatchSampler, open_folder, sample_seed
+from onepfrac.train.device_plan import Packet, Schedule, crop_boxes, draw_seed, erase_boxes, host_generator, is_identity
+from onepfrac.train.device_randaugment import ColorJitter, RandAugment, round_uint8
+from onepfrac.train.options import RE_MODES, either
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
@@ -48,9 +49,7 @@ class DeviceDataset:
     def from_image_folder(cls, root, device, progress=True) -> "DeviceDataset":
         """Decode an ImageFolder-layout folder once, as the trainer does (onepfrac.train.data:
         labels = sorted folder names, gray images (RGB ones with equal channels too) one channel)."""
-        from onepfrac.train import data
-
-        return data.to_device_dataset(data.open_folder(root, "root", in_memory="always", progress=progress), device)
+        return to_device_dataset(open_folder(root, "root", in_memory="always", progress=progress), device)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -134,62 +133,12 @@ def resized_crop(images: torch.Tensor, plan: torch.Tensor, size: int, interpolat
     else:
         across = resample_weights(plan[0], in_w, size, interpolation)  # (B, size, W)
         down = resample_weights(plan[1], in_h, size, interpolation)  # (B, size, H)
-    x = _round_uint8(images.to(torch.float32) @ across.transpose(1, 2)[:, None])  # (B, C, H, size)
-    return _round_uint8(down[:, None] @ x)  # (B, C, size, size)
+    x = round_uint8(images.to(torch.float32) @ across.transpose(1, 2)[:, None])  # (B, C, H, size)
+    return round_uint8(down[:, None] @ x)  # (B, C, size, size)
 
 
 # --------------------------------------------------------------------------------------------
-# Random draws (on the host) of the crop and the erasing
-
-
-def crop_boxes(batch: int, height: int, width: int, scale, ratio, generator=None):
-    """(top, left, h, w) host arrays with timm's RandomResizedCropAndInterpolation.get_params
-    distribution: 10 tries of uniform area and log-uniform aspect, else a ratio-clamped centre crop."""
-    generator = host_generator(generator)
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    target_area = uniform(scale[0], scale[1], (batch, 10), generator) * area
-    aspect = np.exp(uniform(log_ratio[0], log_ratio[1], (batch, 10), generator))
-    w = np.round(np.sqrt(target_area * aspect))  # round half to even, as Python's round
-    h = np.round(np.sqrt(target_area / aspect))
-    found, w, h = first_valid((w <= width) & (h <= height), w, h)
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fallback_w, fallback_h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fallback_w, fallback_h = int(round(height * max(ratio))), height
-    else:
-        fallback_w, fallback_h = width, height
-    w = np.maximum(np.where(found, w, fallback_w), 1)
-    h = np.maximum(np.where(found, h, fallback_h), 1)
-    top = np.where(found, randint_inclusive(height - h, generator), (height - h) // 2)
-    left = np.where(found, randint_inclusive(width - w, generator), (width - w) // 2)
-    return top, left, h, w
-
-
-def erase_boxes(batch: int, height: int, width: int, probability: float, max_count: int, generator=None,
-                min_area=0.02, max_area=1 / 3, min_aspect=0.3):
-    """timm's RandomErasing draws, on the host: whether each sample is erased, and its boxes
-    (B, max_count, 4) as (top, bottom, left, right); a box not drawn is empty."""
-    generator = host_generator(generator)
-    log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
-    erase = torch.rand(batch, generator=generator).numpy() < probability
-    if max_count > 1:
-        count = torch.randint(1, max_count + 1, (batch,), generator=generator).numpy()
-    else:
-        count = np.ones(batch, dtype=np.int64)
-    boxes = np.zeros((batch, max_count, 4))
-    for box in range(max_count):
-        target_area = uniform(min_area, max_area, (batch, 10), generator) * (height * width) / count[:, None]
-        aspect = np.exp(uniform(log_aspect[0], log_aspect[1], (batch, 10), generator))
-        h = np.round(np.sqrt(target_area * aspect))
-        w = np.round(np.sqrt(target_area / aspect))
-        found, h, w = first_valid((w < width) & (h < height), h, w)
-        top = randint_inclusive(np.maximum(height - h, 0), generator)
-        left = randint_inclusive(np.maximum(width - w, 0), generator)
-        active = found & (box < count)
-        boxes[:, box] = np.where(active[:, None], np.stack([top, top + h, left, left + w], 1), 0)
-    return erase & (boxes[:, :, 1] > boxes[:, :, 0]).any(1), boxes
+# Random erasing (its boxes drawn by device_plan.erase_boxes)
 
 
 def erase(x: torch.Tensor, positions: torch.Tensor, boxes: torch.Tensor, mode: str, generator=None) -> torch.Tensor:
@@ -212,11 +161,6 @@ def erase(x: torch.Tensor, positions: torch.Tensor, boxes: torch.Tensor, mode: s
         part = torch.where(inside, fill, part)
     x[positions] = part
     return x
-
-
-def draw_seed(generator=None) -> int:
-    """A seed for a device generator, drawn on the host so the batch stays reproducible."""
-    return int(torch.randint(0, 2**62, (), generator=host_generator(generator)))
 
 
 def noise_generator(device, seed: int, cache: dict | None = None):
@@ -281,8 +225,8 @@ class DeviceAugment(torch.nn.Module):
         super().__init__()
         if interpolation not in _KERNELS:
             raise ValueError(f"interpolation must be one of {sorted(_KERNELS)}, got {interpolation!r}")
-        if re_mode not in ("pixel", "rand", "const"):
-            raise ValueError(f"re_mode must be 'pixel', 'rand' or 'const', got {re_mode!r}")
+        if re_mode not in RE_MODES:
+            raise ValueError(f"re_mode must be {either([repr(m) for m in RE_MODES])}, got {re_mode!r}")
         self.img_size, self.scale, self.ratio = int(img_size), tuple(scale), tuple(ratio)
         self.interpolation, self.hflip, self.vflip = interpolation, hflip, vflip
         self.re_prob, self.re_mode, self.re_count = re_prob, re_mode, re_count
@@ -333,7 +277,7 @@ class DeviceAugment(torch.nn.Module):
             noise_seed = draw_seed(generator)
         if schedule.restore is not None:
             packet.add("restore", schedule.restore, np.int64)
-        return BatchPlan(packet, schedule, gather=index is not None or not _is_identity(rows),
+        return BatchPlan(packet, schedule, gather=index is not None or not is_identity(rows),
                          erased=erased, noise_seed=noise_seed)
 
     def run(self, images: torch.Tensor, plan: BatchPlan, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -364,3 +308,73 @@ class DeviceAugment(torch.nn.Module):
         batch = images.shape[0] if index is None else len(index)
         plan = self.plan(batch, *images.shape[2:], generator, None if on_device else index)
         return self.run(images, plan, index if on_device else None)
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer's device pipeline (chosen by onepfrac.train.data.choose_pipeline)
+
+
+def to_device_dataset(dataset: ArrayDataset, device: torch.device):
+    """uint8 N x C x H x W on `device`: gray stays one channel until the model input, also when
+    it was saved as RGB (as the released generator does), a third of the memory and the work."""
+    images = torch.from_numpy(dataset.images)
+    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    if images.shape[1] == 3 and bool((images[:, :1] == images[:, 1:]).all()):
+        images = images[:, :1]
+    return DeviceDataset(images.contiguous(), torch.from_numpy(dataset.labels), device,
+                         classes=dataset.classes)
+
+
+def device_augment(args):
+    return DeviceAugment(args.img_size, scale=tuple(args.scale), ratio=tuple(args.ratio),
+                         interpolation=args.interpolation, hflip=args.hflip, vflip=args.vflip,
+                         auto_augment=args.aa, color_jitter=args.color_jitter,
+                         re_prob=args.reprob, re_mode=args.remode, re_count=args.recount,
+                         mean=tuple(args.mean), std=tuple(args.std))
+
+
+def device_batches(dataset, sampler: EpochBatchSampler, augment, seed: int):
+    """Augmented batches on the dataset's device for the sampler's epochs, as one iterator.
+
+    Each epoch's random draws come from a host generator seeded by (seed, epoch, rank), so a
+    resumed run continues exactly; nothing is set up again between epochs, and the epoch's order
+    reaches the device in one non-blocking copy (from pinned memory on a GPU), so the host never
+    waits for the device at an epoch boundary.
+    """
+    device = dataset.images.device
+    augment = augment.to(device)
+    for epoch in range(sampler.start_epoch, sampler.epochs):
+        order = torch.tensor(sampler.epoch_indices(epoch), dtype=torch.int64)
+        if device.type == "cuda":
+            order = order.pin_memory()
+        order = order.to(device, non_blocking=True)
+        generator = torch.Generator()
+        generator.manual_seed(sample_seed(seed, epoch, 2**31 + sampler.rank))
+        for step in range(sampler.steps_per_epoch):
+            index = order[step * sampler.batch_size:(step + 1) * sampler.batch_size]
+            yield augment(dataset.images, generator, index=index), dataset.labels[index]
+
+
+def on_side_stream(batches, device: torch.device):
+    """The batches, each made on a second CUDA stream while the model trains on the previous one.
+
+    The device pipeline's augmentation is many small kernels; on the training stream they run
+    between two steps, on their own stream they fill the GPU beside the model's (ViT-Tiny at
+    batch 256 leaves most of an H100 idle). Elsewhere the batches pass through unchanged."""
+    if device.type != "cuda":
+        yield from batches
+        return
+    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+    side.wait_stream(main)  # the dataset and everything before the loop are ready
+
+    def make_next():
+        with torch.cuda.stream(side):
+            return next(batches, None)
+
+    pending = make_next()
+    while pending is not None:
+        main.wait_stream(side)  # this batch is finished before the step that reads it
+        for tensor in pending:
+            tensor.record_stream(main)  # its memory is not reused before the step is done
+        current, pending = pending, make_next()  # the next batch is queued before this step
+        yield current

@@ -1,8 +1,9 @@
 """RandAugment and colour jitter on batches, with timm's semantics and PIL's uint8 arithmetic.
 
 Used by onepfrac.train.device_data.DeviceAugment, in two halves:
-- the host draws every sample's ops and arguments (numpy, from a CPU torch.Generator) and a
-  `Schedule` sorts the batch by op before each layer, so each op's samples are one slice;
+- the host draws every sample's ops and arguments (numpy, from a CPU torch.Generator) into
+  `Layer`s, and a `Schedule` (both in onepfrac.train.device_plan) sorts the batch by op before
+  each layer, so each op's samples are one slice;
 - the device runs each op once, on its slice. The group sizes are known on the host, so the
   device never has to report them (no synchronisation), and slices need no index/index_put.
 
@@ -14,145 +15,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Callable
 
 import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-# --------------------------------------------------------------------------------------------
-# Host side: random draws and the single copy to the device
-
-
-def host_generator(generator: torch.Generator | None) -> torch.Generator:
-    """The CPU generator every per-sample parameter is drawn from (default: torch's global one).
-
-    Drawing on the host lets the host know the batch's plan without asking the device, and gives
-    the same parameters for a seed on every device."""
-    if generator is None:
-        return torch.default_generator
-    if generator.device.type != "cpu":
-        raise ValueError(f"the augmentation draws its parameters on the host: pass a CPU torch.Generator, "
-                         f"got one on {generator.device}")
-    return generator
-
-
-def uniform(low, high, shape, generator) -> np.ndarray:
-    return low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64).numpy()
-
-
-def randint_inclusive(high: np.ndarray, generator) -> np.ndarray:
-    """Python's random.randint(0, high) per element (high >= 0)."""
-    u = torch.rand(np.shape(high), generator=generator, dtype=torch.float64).numpy()
-    return np.minimum(np.floor(u * (high + 1)), high)
-
-
-def first_valid(valid: np.ndarray, *values: np.ndarray):
-    """Per row, the values at the first True column of `valid`, and whether there was one."""
-    first = valid.argmax(1)[:, None]
-    return (valid.any(1), *(np.take_along_axis(v, first, 1)[:, 0] for v in values))
-
-
-_TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32,
-                 np.dtype(np.int64): torch.int64, np.dtype(np.bool_): torch.bool}
-
-
-class Packet:
-    """A batch's host arrays, sent to the device in one copy.
-
-    Packed as bytes at 8-byte offsets and viewed back with their own dtypes there: one pinned,
-    non-blocking copy instead of one per parameter, and no conversion kernels. (A copy from
-    pageable memory would make the host wait for the device's queue.)"""
-
-    def __init__(self):
-        self.arrays: dict[str, np.ndarray] = {}
-
-    def add(self, name: str, array, dtype) -> None:
-        self.arrays[name] = np.ascontiguousarray(array, dtype=dtype)
-
-    def send(self, device) -> dict[str, torch.Tensor]:
-        device = torch.device(device)
-        offsets, total = {}, 0
-        for name, array in self.arrays.items():
-            offsets[name] = total
-            total += -(-array.nbytes // 8) * 8
-        buffer = np.zeros(max(total, 8), dtype=np.uint8)
-        for name, array in self.arrays.items():
-            buffer[offsets[name]:offsets[name] + array.nbytes] = array.reshape(-1).view(np.uint8)
-        host = torch.from_numpy(buffer)
-        if device.type == "cuda":
-            host = host.pin_memory()
-        sent = host.to(device, non_blocking=True)
-        return {name: sent[offsets[name]:offsets[name] + array.nbytes].view(_TORCH_DTYPES[array.dtype])
-                .view(array.shape) for name, array in self.arrays.items()}
-
-
-@dataclass
-class Layer:
-    """One op per sample, on the host: sample i gets functions[key[i] - 1](x, argument[i],
-    theta[i]) and key 0 leaves it alone. theta: (B, 2, 3) warp matrices, for geometric ops."""
-    key: np.ndarray
-    argument: np.ndarray
-    functions: tuple[Callable, ...]
-    theta: np.ndarray | None = None
-
-
-def _is_identity(order: np.ndarray) -> bool:
-    return bool((order == np.arange(len(order))).all())
-
-
-class Schedule:
-    """Where each sample sits before each layer: sorted by the layer's key (stably, from where
-    the previous layer left it), so every op's samples form one contiguous slice.
-
-    `rows` is the arrangement the batch must enter in (position -> sample), `order` where it
-    leaves (position -> sample) and `restore` the gather back to sample order (None: none needed).
-    """
-
-    def __init__(self, layers: list[Layer], batch: int):
-        self.layers = layers
-        self.moves, self.bounds, self.positions = [], [], []
-        current = np.arange(batch)
-        for layer in layers:
-            move = np.argsort(layer.key[current], kind="stable")
-            current = current[move]
-            self.moves.append(None if _is_identity(move) else move)
-            # bounds[k]:bounds[k + 1] holds key k
-            self.bounds.append(np.searchsorted(layer.key[current], np.arange(len(layer.functions) + 2)).tolist())
-            self.positions.append(current)
-        self.rows = self.positions[0] if layers else np.arange(batch)
-        self.order = current
-        self.restore = None if _is_identity(current) else np.argsort(current)
-
-    def pack(self, packet: Packet, name: str = "layer") -> None:
-        for index, (layer, move, current) in enumerate(zip(self.layers, self.moves, self.positions)):
-            if index and move is not None:  # the first move is the caller's (`rows`)
-                packet.add(f"{name}{index}.move", move, np.int64)
-            packet.add(f"{name}{index}.argument", layer.argument[current], np.float32)
-            if layer.theta is not None:
-                packet.add(f"{name}{index}.theta", layer.theta[current], np.float32)
-
-    def run(self, x: torch.Tensor, sent: dict, name: str = "layer") -> torch.Tensor:
-        """Each layer on the device, x arriving in `rows` order and leaving in `order`."""
-        for index, (layer, bounds) in enumerate(zip(self.layers, self.bounds)):
-            if index and self.moves[index] is not None:
-                x = x[sent[f"{name}{index}.move"]]
-            if bounds[1] == len(x):
-                continue  # every sample left alone
-            argument, theta = sent[f"{name}{index}.argument"], sent.get(f"{name}{index}.theta")
-            pieces = []
-            for key, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
-                if start == stop:
-                    continue
-                part = x[start:stop]
-                if key:
-                    part = layer.functions[key - 1](part, argument[start:stop],
-                                                    None if theta is None else theta[start:stop])
-                pieces.append(part)
-            x = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-        return x
+from onepfrac.train.device_plan import Layer, Packet, Schedule, host_generator, uniform
 
 
 def apply_layers(x: torch.Tensor, layers: list[Layer]) -> torch.Tensor:
@@ -172,7 +41,7 @@ def apply_layers(x: torch.Tensor, layers: list[Layer]) -> torch.Tensor:
 # Device side: the ops, each on a batch with one argument per sample
 
 
-def _round_uint8(x: torch.Tensor) -> torch.Tensor:
+def round_uint8(x: torch.Tensor) -> torch.Tensor:
     """Back onto the uint8 grid as PIL's 8-bit kernels store a result: round half up, clip."""
     return torch.floor(x + 0.5).clamp_(0, 255)
 
@@ -202,7 +71,7 @@ def auto_contrast(x, _=None):
 
 
 def equalize(x, _=None):
-    return _round_uint8(kornia.enhance.equalize(x / 255) * 255)
+    return round_uint8(kornia.enhance.equalize(x / 255) * 255)
 
 
 def invert(x, _=None):
@@ -243,7 +112,7 @@ def sharpness(x, factor):
     # kornia's sharpness has the same kernel but blends with the unrounded smoothing, untruncated
     channels = x.shape[1]
     kernel = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=x.dtype, device=x.device) / 13
-    smooth = _round_uint8(F.conv2d(x, kernel.expand(channels, 1, 3, 3), groups=channels))
+    smooth = round_uint8(F.conv2d(x, kernel.expand(channels, 1, 3, 3), groups=channels))
     degenerate = x.clone()
     degenerate[:, :, 1:-1, 1:-1] = smooth
     return _blend(degenerate, x, factor)
@@ -258,7 +127,7 @@ def warp(x: torch.Tensor, theta: torch.Tensor, fill, interpolation="bicubic") ->
     warped = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)
     inside = ((grid >= -1) & (grid < 1)).all(-1)[:, None]
     fill = torch.tensor(fill[:channels], dtype=x.dtype, device=x.device).view(1, channels, 1, 1)
-    return _round_uint8(torch.where(inside, warped, fill))
+    return round_uint8(torch.where(inside, warped, fill))
 
 
 def pil_theta(matrix: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -286,7 +155,8 @@ def affine_matrices(name: str, argument: np.ndarray, height: int, width: int) ->
     return matrix
 
 
-def _photometric(op):
+def layer_function(op):
+    """A photometric op(x, argument) as a `Layer` function, which also takes the warp matrices."""
     return lambda x, argument, _theta: op(x, argument)
 
 
@@ -360,7 +230,7 @@ class RandAugment(torch.nn.Module):
         # key 0: no op; each photometric op its own key; the geometric ops share one warp
         self.photometric = [name for name in self.names if name not in _GEOMETRIC]
         warp_op = lambda x, _argument, theta: warp(x, theta, self.fill, self.interpolation)  # noqa: E731
-        self.functions = tuple(_photometric(_OPS[name][0]) for name in self.photometric) + (warp_op,)
+        self.functions = tuple(layer_function(_OPS[name][0]) for name in self.photometric) + (warp_op,)
 
     def draw(self, batch: int, generator=None):
         """(op index or -1 for none, magnitude, sign), each num_ops x batch, on the host."""
@@ -425,7 +295,7 @@ class ColorJitter(torch.nn.Module):
         if len(jitter) not in (3, 4) or (len(jitter) == 4 and jitter[3]):
             raise ValueError(f"color_jitter must be a number or (brightness, contrast, saturation[, 0]), got {jitter}")
         self.jitter = jitter[:3]
-        self.functions = tuple(_photometric(op) for op in (brightness, contrast, color))
+        self.functions = tuple(layer_function(op) for op in (brightness, contrast, color))
 
     def layers(self, batch: int, generator=None) -> list[Layer]:
         """Three layers: at position p sample i gets the op its random order puts there."""

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-LAUNCHERS = ("auto", "none", "torchrun", "mpi", "slurm")
+from onepfrac.errors import UserError
+from onepfrac.train.options import LAUNCHERS
 
 # (rank, world size, local rank, local world size) variables of each MPI implementation.
 MPI_VARIABLES = (
@@ -27,7 +28,7 @@ MPI_VARIABLES = (
 )
 
 
-class LaunchError(RuntimeError):
+class LaunchError(UserError, RuntimeError):
     """The launcher's environment is missing or inconsistent; the message says what to fix."""
 
 

@@ -10,11 +10,14 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from onepfrac.errors import UserError
 from onepfrac.train.distributed import Context, all_reduce_sum
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError, RuntimeError):
     """The training loss became NaN or infinite; the run stops and keeps its last checkpoint."""
+
+    exit_code = 3
 
     def __init__(self, epoch: int, step: int | None = None):
         where = f"epoch {epoch}" if step is None else f"epoch {epoch}, step {step}"
@@ -135,13 +138,15 @@ def train_one_epoch(model, batches, steps: int, optimizer, loss_fn, *, context: 
         if update % check_every == 0:
             # Counted in updates of the whole run, not per epoch: with 3-step epochs a check at
             # every epoch's end would be a host sync every 3 steps.
-            _stop_if_nonfinite(loss_sum, context, epoch, step)
+            stop_if_nonfinite(loss_sum, context, epoch, step)
         if bar is not None:
             bar.update()
     return EpochStats(loss_sum, steps, seen, started)
 
 
-def _stop_if_nonfinite(loss_sum: torch.Tensor, context: Context, epoch: int, step: int) -> None:
+def stop_if_nonfinite(loss_sum: torch.Tensor, context: Context, epoch: int, step: int) -> None:
+    """Raise NonFiniteLoss if any rank's summed loss is NaN or infinite (one all_reduce and one
+    read on the host; train_one_epoch calls it every check_every updates of the run)."""
     bad = (~torch.isfinite(loss_sum)).to(torch.float64).reshape(1)  # stays on the device
     if all_reduce_sum(bad, context).item() > 0:
         raise NonFiniteLoss(epoch, step + 1)

@@ -31,12 +31,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from onepfrac import weights
+from onepfrac.errors import UserError
+from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
-from onepfrac.train.cli import EVAL_FROM_CHECKPOINT, OneLineParser, UsageError, model_kwarg
-from onepfrac.train.distributed import LaunchError, choose_device
+from onepfrac.train import pretrained
+from onepfrac.train.build import create_model
+from onepfrac.train.distributed import choose_device
+from onepfrac.train.options import (CKPT_WHICH, DATASETS, EVAL_FROM_CHECKPOINT, IN_MEMORY, OneLineParser,
+                                    UsageError, either, model_kwarg, need, need_choice)
 
 METRICS = "metrics.jsonl"
 FULL = "full"
+OPTIMIZERS = ("adamw", "sgd")
 # Model and input options read from a checkpoint of this project when not given, and the
 # fallbacks for other checkpoints (the released fine-tuning's ImageNet statistics, timm's crop).
 FALLBACKS = dict(img_size=224, model_kwargs={}, mean=[0.485, 0.456, 0.406],
@@ -236,14 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m onepfrac.train.probe",
                            description="Linear probing of a frozen backbone at several depths.")
     parser.add_argument("--ckpt", required=True, help="path, URL or known released name")
-    parser.add_argument("--ckpt-which", default="auto",
-                        help="auto, model, state_dict, state_dict_ema or ema")
+    parser.add_argument("--ckpt-which", default="auto", help=either(CKPT_WHICH))
     parser.add_argument("--ckpt-trust-pickle", action=argparse.BooleanOptionalAction,
                         default=False, help="allow arbitrary pickled objects (trusted files only)")
     parser.add_argument("--data-dir", required=True,
                         help="folder with train/ and val/ ImageFolders, or CIFAR's root")
-    parser.add_argument("--dataset", default="folder", help="folder, cifar10 or cifar100")
-    parser.add_argument("--in-memory", default="auto", help="auto, always or never")
+    parser.add_argument("--dataset", default="folder", help=either(DATASETS))
+    parser.add_argument("--in-memory", default="auto", help=either(IN_MEMORY))
     parser.add_argument("--memory-limit-gb", type=float, default=16.0)
     parser.add_argument("--blocks", nargs="+", default=None,
                         help="depths to probe: block numbers from 1 and/or 'full' (default: "
@@ -258,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interpolation", default=None)
     parser.add_argument("--crop-pct", type=float, default=None)
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--opt", default="adamw", help="adamw or sgd (momentum 0.9)")
+    parser.add_argument("--opt", default="adamw", help=f"{either(OPTIMIZERS)} (momentum 0.9)")
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=256,
@@ -274,20 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(args) -> None:
-    def need(ok, option, value, allowed):
-        if not ok:
-            raise UsageError(f"--{option}: {value!r} is not allowed; {allowed}")
-
     for name in ("epochs", "batch_size", "eval_every"):
         value = getattr(args, name)
         need(value >= 1, name.replace("_", "-"), value, "expected an integer >= 1")
     need(args.lr > 0, "lr", args.lr, "expected a number > 0")
     need(args.weight_decay >= 0, "weight-decay", args.weight_decay, "expected a number >= 0")
-    need(args.opt in ("adamw", "sgd"), "opt", args.opt, "expected adamw or sgd")
-    need(args.dataset in data_module.DATASETS, "dataset", args.dataset,
-         "expected folder, cifar10 or cifar100")
-    need(args.in_memory in ("auto", "always", "never"), "in-memory", args.in_memory,
-         "expected auto, always or never")
+    need_choice(OPTIMIZERS, "opt", args.opt)
+    need_choice(DATASETS, "dataset", args.dataset)
+    need_choice(IN_MEMORY, "in-memory", args.in_memory)
     need(args.workers >= 0, "workers", args.workers, "expected an integer >= 0")
     need(args.img_size is None or args.img_size >= 1, "img-size", args.img_size,
          "expected an integer >= 1")
@@ -298,11 +298,8 @@ def validate(args) -> None:
 def model_options(args, source: Path) -> None:
     """Fill the model and input options not given: the checkpoint's stored arguments (our own
     checkpoints), a known release's model, else FALLBACKS. Without any, --model is required."""
-    from onepfrac import weights
-    from onepfrac.train import checkpoint as ckpt
-
     try:  # never unpickles code: a downloaded file is not trusted
-        stored = ckpt.read_checkpoint_safely(source).get("args") or {}
+        stored = pretrained.read_checkpoint_safely(source).get("args") or {}
     except ckpt.CheckpointError:
         stored = {}  # load_pretrained reports an unreadable file properly below
     if args.model is None:
@@ -320,18 +317,14 @@ def model_options(args, source: Path) -> None:
 
 
 def run(args) -> int:
-    from onepfrac import weights
-    from onepfrac.train import checkpoint as ckpt
-    from onepfrac.train import trainer
-
     try:
         validate(args)
         device = choose_device(args.device, 0)
         data_module.seed_everything(args.seed)
-        source = weights.resolve(args.ckpt, progress=args.progress)
+        source = weights.resolve_option(args.ckpt, progress=args.progress)
         model_options(args, source)
         args.drop_path = 0.0
-        model = trainer.create_model(args, num_classes=0)  # no head: features only
+        model = create_model(args, num_classes=0)  # no head: features only
         probes = probe_depths(args.blocks or default_depths(model), model, args.model)
         root = Path(args.data_dir)
         folder = args.dataset == "folder"
@@ -344,12 +337,11 @@ def run(args) -> int:
             raise data_module.DataError(f"--data-dir: the validation set has "
                                         f"{len(val_set.classes)} classes, the training set "
                                         f"{len(train_set.classes)}")
-        report = ckpt.load_pretrained(model, source, which=args.ckpt_which, drop_head=True,
+        report = pretrained.load_pretrained(model, source, which=args.ckpt_which, drop_head=True,
                                       trust_pickle=args.ckpt_trust_pickle)
-    except (UsageError, LaunchError, data_module.DataError, trainer.ModelError,
-            ckpt.CheckpointError, weights.DownloadError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
 
     print(f"loaded {args.ckpt} into {args.model} ({report['loaded']} tensors; head dropped: "
           f"{', '.join(report['dropped']) or 'none'})", flush=True)
@@ -376,9 +368,9 @@ def run(args) -> int:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-    except UsageError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     return run(args)
 
 

@@ -16,16 +16,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from onepfrac import weights
+from onepfrac.cores import available_cores
+from onepfrac.errors import UserError
+from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
-from onepfrac.train import engine
-from onepfrac.train.build import (ModelError, amp_dtype_for, create_mixup, create_model,
-                                  create_optimizer, create_scheduler, freeze_blocks, scaled)
-from onepfrac.train.cli import EVAL_FROM_CHECKPOINT, UsageError
-from onepfrac.train.distributed import Context, LaunchError, barrier, setup, teardown
+from onepfrac.train import engine, pretrained
+from onepfrac.train.build import (amp_dtype_for, create_mixup, create_model, create_optimizer,
+                                  create_scheduler, freeze_blocks, scaled)
+from onepfrac.train.distributed import Context, barrier, setup, teardown
 from onepfrac.train.metrics import METRICS, MetricsLog, PendingEpochs, log, trim_metrics
-
-FORMAT = "onepfrac-checkpoint/1"
-LAST = "checkpoint_last.pth"
+from onepfrac.train.options import EVAL_FROM_CHECKPOINT
 
 
 # ---------------------------------------------------------------- data
@@ -75,8 +76,6 @@ def open_datasets(args, context: Context):
 def workers_for(args) -> int:
     if args.workers is not None:
         return args.workers
-    from onepfrac.cores import available_cores
-
     return min(8, available_cores())
 
 
@@ -92,11 +91,13 @@ def train_batches(args, dataset, context: Context, start_epoch: int):
             "raise --repeats")
     pipeline, why = data_module.choose_pipeline(args.data_pipeline, dataset, context.device)
     if pipeline == "device":
-        on_device = data_module.to_device_dataset(dataset, context.device)
+        from onepfrac.train import device_data  # kornia and the device ops: only for this pipeline
+
+        on_device = device_data.to_device_dataset(dataset, context.device)
         log(context, f"data pipeline: device ({why}; {on_device.nbytes / 2**20:.1f} MiB)")
-        batches = data_module.device_batches(on_device, sampler, data_module.device_augment(args), args.seed)
+        batches = device_data.device_batches(on_device, sampler, device_data.device_augment(args), args.seed)
         if args.side_stream:
-            batches = data_module.on_side_stream(batches, context.device)
+            batches = device_data.on_side_stream(batches, context.device)
         return batches, sampler.steps_per_epoch
     samples = data_module.SeededSamples(dataset, data_module.train_transform(args), args.seed)
     workers = workers_for(args)
@@ -116,7 +117,7 @@ def eval_loader(args, dataset, context: Context):
                                        num_workers=workers_for(args), shuffle=False)
 
 
-# ---------------------------------------------------------------- checkpoints and logs
+# ---------------------------------------------------------------- checkpoints
 
 def experiment_name(args) -> str:
     if args.experiment:
@@ -126,64 +127,21 @@ def experiment_name(args) -> str:
     return train_root(args).name if args.dataset == "folder" else args.dataset
 
 
-def checkpoint_state(args, model, optimizer, scheduler, scaler, model_ema, epoch, best) -> dict:
-    """The released format (model, optimizer, lr_scheduler, scaler, epoch) plus what resumes."""
-    import random
-
-    import numpy as np
-
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "epoch": epoch,  # epochs completed; training resumes at this epoch index
-        "args": {k: v for k, v in vars(args).items()},
-        "best": best,
-        "format": FORMAT,
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-    }
-    if model_ema is not None:
-        state["model_ema"] = model_ema.module.state_dict()
-    return state
-
-
-def find_resume(args) -> Path | None:
-    if args.resume is None:
-        return None
-    if args.resume == "auto":
-        path = Path(args.output_dir) / LAST
-        return path if path.exists() else None
-    path = Path(args.resume)
-    if not path.is_file():
-        raise UsageError(f"--resume: {args.resume!r} does not exist")
-    return path
-
-
 # ---------------------------------------------------------------- entry point
 
 def run(args: argparse.Namespace) -> int:
-    from onepfrac import weights
-    from onepfrac.train import checkpoint as ckpt
-
     context = None
     try:
         context = setup(args.launcher, args.device, args.world_size)
         if args.mode == "eval":
             return evaluate_checkpoint(args, context)
         return train(args, context)
-    except (UsageError, LaunchError, data_module.DataError, ModelError, ckpt.CheckpointError,
-            weights.DownloadError) as error:
+    except UserError as error:  # bad input (2) or a diverged run (3): one line, no traceback
         if context is None or context.is_main:
-            print(f"error: {error}", file=sys.stderr)
-        return 2
-    except engine.NonFiniteLoss as error:
-        if context.is_main:
-            print(f"error: {error}; the last good checkpoint is kept in {args.output_dir}",
-                  file=sys.stderr)
-        return 3
+            kept = (f"; the last good checkpoint is kept in {args.output_dir}"
+                    if isinstance(error, engine.NonFiniteLoss) else "")
+            print(f"error: {error}{kept}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         if context is None or context.is_main:
             print("interrupted; resume with --resume auto", file=sys.stderr)
@@ -194,19 +152,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_weights(args, model, context: Context) -> None:
-    from onepfrac.train import checkpoint as ckpt
-
-    from onepfrac import weights
-
-    source = weights.resolve(args.ckpt, progress=args.progress and context.is_main)
-    report = ckpt.load_pretrained(model, source, which=args.ckpt_which,
-                                  trust_pickle=args.ckpt_trust_pickle)
+    source = weights.resolve_option(args.ckpt, progress=args.progress and context.is_main)
+    report = pretrained.load_pretrained(model, source, which=args.ckpt_which,
+                                        trust_pickle=args.ckpt_trust_pickle)
     log(context, f"loaded {args.ckpt}: {report}")
 
 
 def train(args, context: Context) -> int:
-    from onepfrac.train import checkpoint as ckpt
-
     output_dir = Path(args.output_dir)
     data_module.seed_everything(args.seed + context.rank)
     train_set, val_set, num_classes = open_datasets(args, context)
@@ -216,7 +168,7 @@ def train(args, context: Context) -> int:
     if args.freeze_blocks:
         freeze_blocks(model, args.freeze_blocks)
     amp_dtype = amp_dtype_for(args, context.device)
-    resume = find_resume(args)
+    resume = ckpt.find_resume(args.resume, args.output_dir)
     resumed = ckpt.load_checkpoint(resume) if resume else None
 
     model.to(context.device)
@@ -233,14 +185,8 @@ def train(args, context: Context) -> int:
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     best = {"acc1": None, "epoch": None}
     if resumed:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["lr_scheduler"])
-        if scaler is not None and resumed.get("scaler"):
-            scaler.load_state_dict(resumed["scaler"])
-        if model_ema is not None and "model_ema" in resumed:
-            model_ema.module.load_state_dict(resumed["model_ema"])
-        best = resumed.get("best", best)
+        best = ckpt.restore_training_state(resumed, model, optimizer, scheduler, scaler, model_ema,
+                                           best)
     forward_model = model
     if args.compile:
         forward_model = torch.compile(model)
@@ -263,7 +209,7 @@ def train(args, context: Context) -> int:
                  f"batch {args.batch_size} x {context.world_size}, {steps_per_epoch} steps/epoch, "
                  f"lr {scaled(args.lr, args, context):.3g}"
                  + (f", resuming after epoch {start_epoch}" if resumed else ""))
-    name = f"{args.model}_{experiment_name(args)}"
+    experiment = experiment_name(args)
     last_epoch_stats = {}
     end_epoch = args.epochs if args.stop_after is None else min(args.epochs,
                                                                 start_epoch + args.stop_after)
@@ -311,10 +257,11 @@ def train(args, context: Context) -> int:
         last_epoch_stats = records[-1]
         if saving:
             if context.is_main:
-                state = checkpoint_state(args, model, optimizer, scheduler, scaler, model_ema,
-                                         done, best)
-                ckpt.save_checkpoint(output_dir / LAST, state)
-                ckpt.save_checkpoint(output_dir / f"{name}_{done:03d}ep.pth", state)
+                state = ckpt.checkpoint_state(args, model, optimizer, scheduler, scaler, model_ema,
+                                              done, best)
+                ckpt.save_checkpoint(output_dir / ckpt.LAST, state)
+                ckpt.save_checkpoint(output_dir / ckpt.checkpoint_name(args.model, experiment, done),
+                                     state)
             barrier(context)
         pending.restart_clock()
     bar.close()
@@ -361,13 +308,11 @@ def replicas_identical(model, context: Context) -> bool:
 
 def evaluate_checkpoint(args, context: Context) -> int:
     """`eval`: top-1/top-5 and per-class counts of a checkpoint on an image folder."""
-    from onepfrac.train import checkpoint as ckpt
-
     stored = {}
     path = Path(args.ckpt)
     if path.is_file():
         try:  # never unpickles code: a downloaded file is not trusted
-            stored = ckpt.read_checkpoint_safely(path).get("args") or {}
+            stored = pretrained.read_checkpoint_safely(path).get("args") or {}
         except ckpt.CheckpointError:
             stored = {}
     for key in EVAL_FROM_CHECKPOINT:

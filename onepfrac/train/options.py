@@ -1,0 +1,323 @@
+"""The trainer's options: the parser, the released recipes' defaults, YAML configs and validation.
+
+`python -m onepfrac.train {pretrain,finetune,eval} [-c FILE.yaml]` (onepfrac.train.cli). A YAML
+config holds flat keys equal to the long options (dashes or underscores), as timm's
+`train.py -c` does; options given on the command line override the file. Every value is checked
+here, before any process group, dataset or model is touched.
+
+Imports no torch: the sweep driver and the tests check options without it. Each choice list is
+written once below and serves the parser's help and the check of YAML values alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import sys
+from pathlib import Path
+
+import yaml
+
+from onepfrac.errors import UsageError
+
+MODES = ("pretrain", "finetune", "eval")
+
+# The values each choice option takes, for the parser's help and for validate (which also checks
+# values read from a YAML config, where argparse's own checks do not reach).
+DATASETS = ("folder", "cifar10", "cifar100")
+IN_MEMORY = ("auto", "always", "never")
+PIPELINES = ("auto", "loader", "device")
+CKPT_WHICH = ("auto", "model", "state_dict", "state_dict_ema", "ema")  # ema: state_dict_ema
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "random")
+RE_MODES = ("pixel", "rand", "const")
+MIXUP_MODES = ("batch", "pair", "elem")
+AMP_MODES = ("auto", "none", "bf16", "fp16")
+LAUNCHERS = ("auto", "none", "torchrun", "mpi", "slurm")
+FUSED_OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov")  # torch's own, which take fused=
+
+# The released recipes (docs/released-code.md): pre-training 1p-frac and fine-tuning, DeiT-style.
+RECIPE_DEFAULTS = {
+    "pretrain": dict(opt="adamw", lr=1.0e-3, weight_decay=0.05, warmup_epochs=5,
+                     reprob=0.5, vflip=0.5, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5],
+                     save_every=10000, decay_pos_embed=True),
+    "finetune": dict(opt="sgd", lr=0.01, weight_decay=1e-4, warmup_epochs=10, reprob=0.25,
+                     vflip=0.0, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+                     save_every=100, decay_pos_embed=True),
+}
+# Evaluation takes the model and the input pipeline from the checkpoint's stored arguments
+# when it has them; these are the fallbacks.
+RECIPE_DEFAULTS["eval"] = dict(RECIPE_DEFAULTS["finetune"])
+# Read back from a checkpoint's arguments by `eval` unless given explicitly.
+EVAL_FROM_CHECKPOINT = ("model", "img_size", "model_kwargs", "mean", "std", "interpolation",
+                        "crop_pct")
+
+
+def either(choices) -> str:
+    """'a, b or c': the choices as help texts and messages name them."""
+    return ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else "".join(choices)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def model_kwarg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m onepfrac.train",
+                           description="Pre-train, fine-tune or evaluate a timm model.")
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("-c", "--config", default=None, help="YAML file of flat option keys")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", default=None,
+                      help="pretrain: the dataset folder; finetune/eval: folder with train/ and val/")
+    data.add_argument("--train-dir", default=None)
+    data.add_argument("--val-dir", default=None)
+    data.add_argument("--dataset", default="folder", help=either(DATASETS))
+    data.add_argument("--render", default=None, metavar="DATASET",
+                      help="pretrain on a dataset rendered on the fly (1p-frac, fractaldb, ofdb, "
+                           "visualatom, real-image, 3d-ofdb) instead of --data-dir")
+    data.add_argument("--render-kwargs", nargs="*", type=model_kwarg, default=[], metavar="KEY=VALUE",
+                      help="generator options for --render, e.g. samples=16 size=128 seed=0")
+    data.add_argument("--num-classes", type=int, default=None,
+                      help="checked against the class folders (default: their number)")
+    data.add_argument("--in-memory", default="auto", help=either(IN_MEMORY))
+    data.add_argument("--memory-limit-gb", type=float, default=16.0)
+    data.add_argument("--repeats", type=int, default=1,
+                      help="passes over the dataset per epoch (for L smaller than a batch)")
+    data.add_argument("--workers", type=int, default=None, help="DataLoader workers per process")
+    data.add_argument("--data-pipeline", default="auto", help=either(PIPELINES))
+    data.add_argument("--side-stream", action=argparse.BooleanOptionalAction, default=False,
+                      help="device pipeline on CUDA: augment the next batch on a second stream "
+                           "while the model trains on this one (no effect elsewhere)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="vit_tiny_patch16_224")
+    model.add_argument("--img-size", type=int, default=224)
+    model.add_argument("--model-kwargs", nargs="*", type=model_kwarg, default=[],
+                       metavar="KEY=VALUE")
+    model.add_argument("--drop-path", type=float, default=0.1)
+    model.add_argument("--ckpt", default=None,
+                       help="weights to start from (finetune) or to evaluate: path, URL or known name")
+    model.add_argument("--ckpt-which", default="auto", help=either(CKPT_WHICH))
+    model.add_argument("--ckpt-trust-pickle", action=argparse.BooleanOptionalAction, default=False,
+                       help="allow arbitrary pickled objects in --ckpt (only for files you trust)")
+    model.add_argument("--freeze-blocks", type=int, default=0,
+                       help="freeze the patch embedding and the first k blocks")
+    model.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    model.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    model.add_argument("--model-ema", action=argparse.BooleanOptionalAction, default=False)
+    model.add_argument("--model-ema-decay", type=float, default=0.99996)
+
+    optim = parser.add_argument_group("optimiser and schedule")
+    optim.add_argument("--opt", default="adamw")
+    optim.add_argument("--lr", type=float, default=None,
+                       help="base lr, scaled by total batch / --lr-base-batch")
+    optim.add_argument("--lr-base-batch", type=int, default=512)
+    optim.add_argument("--weight-decay", type=float, default=None)
+    optim.add_argument("--momentum", type=float, default=0.9)
+    optim.add_argument("--opt-eps", type=float, default=1e-8)
+    optim.add_argument("--clip-grad", type=float, default=None)
+    optim.add_argument("--fused-opt", action=argparse.BooleanOptionalAction, default=False,
+                       help="torch's fused (single-kernel) Adam/AdamW/SGD step; same maths, "
+                            "fewer launches")
+    optim.add_argument("--decay-pos-embed", action=argparse.BooleanOptionalAction, default=None,
+                       help="weight-decay pos_embed/cls_token as the released runs did")
+    optim.add_argument("--sched", default="cosine")
+    optim.add_argument("--epochs", type=int, default=300)
+    optim.add_argument("--warmup-epochs", type=int, default=None)
+    optim.add_argument("--warmup-lr", type=float, default=1e-6)
+    optim.add_argument("--min-lr", type=float, default=1e-5)
+    optim.add_argument("--sched-on-updates", action=argparse.BooleanOptionalAction, default=False,
+                       help="step the schedule every update (the released code steps per epoch)")
+
+    augment = parser.add_argument_group("augmentation and loss")
+    augment.add_argument("--aa", default="rand-m9-mstd0.5-inc1",
+                         help="timm auto-augment policy, or none")
+    augment.add_argument("--color-jitter", type=float, default=0.4)
+    augment.add_argument("--reprob", type=float, default=None)
+    augment.add_argument("--remode", default="pixel", help=either(RE_MODES))
+    augment.add_argument("--recount", type=int, default=1)
+    augment.add_argument("--scale", type=float, nargs=2, default=[0.08, 1.0])
+    augment.add_argument("--ratio", type=float, nargs=2, default=[3 / 4, 4 / 3])
+    augment.add_argument("--hflip", type=float, default=0.5)
+    augment.add_argument("--vflip", type=float, default=None)
+    augment.add_argument("--interpolation", default="bicubic", help=either(INTERPOLATIONS))
+    augment.add_argument("--mean", type=float, nargs=3, default=None)
+    augment.add_argument("--std", type=float, nargs=3, default=None)
+    augment.add_argument("--crop-pct", type=float, default=0.875)
+    augment.add_argument("--mixup", type=float, default=0.8)
+    augment.add_argument("--cutmix", type=float, default=1.0)
+    augment.add_argument("--mixup-prob", type=float, default=1.0)
+    augment.add_argument("--mixup-switch-prob", type=float, default=0.5)
+    augment.add_argument("--mixup-mode", default="batch", help=either(MIXUP_MODES))
+    augment.add_argument("--mixup-chunk", type=int, default=0,
+                         help="one Mixup/CutMix lambda per this many images (0: per batch)")
+    augment.add_argument("--smoothing", type=float, default=0.1)
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=32, help="per process")
+    run.add_argument("--eval-batch-size", type=int, default=None)
+    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--amp", default="auto", help=either(AMP_MODES))
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--launcher", default="auto", help=either(LAUNCHERS))
+    run.add_argument("--world-size", type=int, default=None,
+                     help="expected number of processes (NGPUS); checked against the launcher")
+    run.add_argument("--output-dir", default="output")
+    run.add_argument("--experiment", default=None, help="name in checkpoint files")
+    run.add_argument("--save-every", type=int, default=None, help="epochs between checkpoints")
+    run.add_argument("--eval-every", type=int, default=1)
+    run.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for the last one")
+    run.add_argument("--stop-after", type=int, default=None,
+                     help="end this process after this many epochs (checkpointed), keeping the "
+                          "schedule of --epochs; continue with --resume auto (for job time limits)")
+    run.add_argument("--check-every", type=int, default=50,
+                     help="updates between host syncs: a NaN check, and the metrics and log "
+                          "lines of the epochs finished since the last one")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    return parser
+
+
+def _dest(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--config: {path!r} does not exist")
+    try:
+        values = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UsageError(f"--config: {path!r} is not valid YAML ({error})") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"--config: {path!r} must hold flat `key: value` pairs")
+    known = {action.dest for action in parser._actions} - {"help", "mode", "config"}
+    config = {}
+    for key, value in values.items():
+        dest = _dest(str(key))
+        if dest not in known:
+            close = difflib.get_close_matches(dest, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UsageError(f"--config {path}: unknown key {key!r}{hint}")
+        if dest in ("model_kwargs", "render_kwargs") and isinstance(value, dict):
+            value = list(value.items())
+        config[dest] = value
+    return config
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**RECIPE_DEFAULTS[first.mode])
+    config = read_config(first.config, parser) if first.config else {}
+    parser.set_defaults(**config)
+    args = parser.parse_args(argv)
+    given = {action.dest for action in parser._actions
+             if any(a == o or a.startswith(o + "=") for a in argv for o in action.option_strings)}
+    args.explicit = sorted(given | set(config))
+    for key, value in RECIPE_DEFAULTS[args.mode].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.model_kwargs = dict(args.model_kwargs or [])
+    args.render_kwargs = dict(args.render_kwargs or [])
+    validate(args)
+    return args
+
+
+def need(ok: bool, option: str, value, allowed: str) -> None:
+    """Raise UsageError `--option: value is not allowed; allowed` unless `ok`."""
+    if not ok:
+        raise UsageError(f"--{option}: {value!r} is not allowed; {allowed}")
+
+
+def need_choice(choices, option: str, value) -> None:
+    need(value in choices, option, value, f"expected {either(choices)}")
+
+
+def validate(args: argparse.Namespace) -> None:
+    def positive(name):
+        value = getattr(args, _dest(name))
+        need(isinstance(value, int) and value >= 1, name, value, "expected an integer >= 1")
+
+    def probability(name):
+        value = getattr(args, _dest(name))
+        need(0.0 <= value <= 1.0, name, value, "expected a probability in [0, 1]")
+
+    for name in ("batch-size", "epochs", "repeats", "lr-base-batch", "eval-every",
+                 "check-every", "save-every", "img-size", "recount"):
+        positive(name)
+    for name in ("hflip", "vflip", "reprob", "mixup-prob", "mixup-switch-prob", "smoothing",
+                 "drop-path"):
+        probability(name)
+    for choices, name in ((IN_MEMORY, "in-memory"), (PIPELINES, "data-pipeline"), (AMP_MODES, "amp"),
+                          (DATASETS, "dataset"), (LAUNCHERS, "launcher"), (CKPT_WHICH, "ckpt-which")):
+        need_choice(choices, name, getattr(args, _dest(name)))
+    need(args.lr is not None and args.lr > 0, "lr", args.lr, "expected a number > 0")
+    need(args.weight_decay >= 0, "weight-decay", args.weight_decay, "expected a number >= 0")
+    need(args.warmup_epochs >= 0, "warmup-epochs", args.warmup_epochs, "expected an integer >= 0")
+    need(args.warmup_lr >= 0, "warmup-lr", args.warmup_lr, "expected a number >= 0")
+    need(args.min_lr >= 0, "min-lr", args.min_lr, "expected a number >= 0")
+    need(args.mixup >= 0, "mixup", args.mixup, "expected an alpha >= 0")
+    need(args.cutmix >= 0, "cutmix", args.cutmix, "expected an alpha >= 0")
+    need(args.mixup_chunk >= 0, "mixup-chunk", args.mixup_chunk, "expected an integer >= 0")
+    need_choice(MIXUP_MODES, "mixup-mode", args.mixup_mode)
+    need(args.freeze_blocks >= 0, "freeze-blocks", args.freeze_blocks, "expected an integer >= 0")
+    need(0 < args.scale[0] <= args.scale[1] <= 1, "scale", args.scale,
+          "expected 0 < min <= max <= 1")
+    need(0 < args.ratio[0] <= args.ratio[1], "ratio", args.ratio, "expected 0 < min <= max")
+    need(0 < args.crop_pct <= 1, "crop-pct", args.crop_pct, "expected 0 < crop-pct <= 1")
+    need(args.num_classes is None or args.num_classes >= 1, "num-classes", args.num_classes,
+          "expected an integer >= 1")
+    need(not args.fused_opt or args.opt.lower() in FUSED_OPTIMIZERS, "fused-opt", args.fused_opt,
+          f"--fused-opt needs --opt in {', '.join(FUSED_OPTIMIZERS)}, not {args.opt}")
+    need(args.workers is None or args.workers >= 0, "workers", args.workers,
+          "expected an integer >= 0")
+    need(args.stop_after is None or args.stop_after >= 1, "stop-after", args.stop_after,
+          "expected an integer >= 1")
+    need(args.world_size is None or args.world_size >= 1, "world-size", args.world_size,
+          "expected an integer >= 1")
+    need_choice(INTERPOLATIONS, "interpolation", args.interpolation)
+    need_choice(RE_MODES, "remode", args.remode)
+    if args.aa in ("", "none", "None", None):
+        args.aa = None
+    else:
+        from timm.data import auto_augment
+        build = (auto_augment.rand_augment_transform if args.aa.startswith("rand") else
+                 auto_augment.augment_and_mix_transform if args.aa.startswith("augmix") else
+                 auto_augment.auto_augment_transform)
+        try:
+            build(args.aa, {"translate_const": 100, "img_mean": (128, 128, 128)})
+        except Exception:  # timm raises assorted errors for a malformed policy string
+            need(False, "aa", args.aa, "expected a timm policy such as rand-m9-mstd0.5-inc1, "
+                  "augmix-m5-w3, original, v0, 3a, or none")
+    if (args.mixup > 0 or args.cutmix > 0) and args.mixup_prob > 0 and args.mode != "eval":
+        chunk = args.mixup_chunk or args.batch_size
+        need(chunk % 2 == 0 and args.batch_size % chunk == 0,
+              "mixup-chunk" if args.mixup_chunk else "batch-size",
+              args.mixup_chunk or args.batch_size,
+              "Mixup/CutMix pairs images, so the batch (or chunk) must be even and the chunk "
+              "must divide --batch-size")
+    if args.mode == "pretrain":
+        need(args.data_dir or args.train_dir or args.render, "data-dir", args.data_dir,
+              "pretrain needs the dataset folder (--data-dir or --train-dir) or --render")
+    elif args.mode == "finetune":
+        need(args.data_dir or args.train_dir, "data-dir", args.data_dir,
+              "finetune needs --data-dir (with train/ and val/) or --train-dir and --val-dir")
+    else:
+        need(args.ckpt, "ckpt", args.ckpt, "eval needs the checkpoint to evaluate")
+        need(args.data_dir or args.val_dir, "val-dir", args.val_dir,
+              "eval needs --val-dir (or --data-dir with val/)")
