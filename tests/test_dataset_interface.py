@@ -139,3 +139,19 @@ def test_on_the_fly_1p_frac_is_refused_with_the_clis_own_line(tmp_path, capsys, 
         OnTheFlyDataset("1p-frac", single_fractal.Config(**values))
     assert err == f"python -m onepfrac.generate: error: {refused.value}\n"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("values, cli", ON_THE_FLY_REFUSALS.values(), ids=ON_THE_FLY_REFUSALS.keys())
+def test_training_on_the_fly_is_refused_with_the_clis_own_line_before_anything_is_written(
+        tmp_path, capsys, values, cli):
+    pytest.importorskip("timm")
+    from onepfrac.train.cli import main
+
+    _, _, generator_err = run_main(["--base-savedir", tmp_path / "data", "--no-progress", *cli], capsys)
+    kwargs = [f"{key}={value}" for key, value in values.items()]
+    assert main(["pretrain", "--render", "1p-frac", "--render-kwargs", *kwargs, "--output-dir", str(tmp_path / "run"),
+                 "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    message = generator_err.removeprefix("python -m onepfrac.generate: error: ")
+    assert err == f"error: --render-kwargs: {message}"
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()

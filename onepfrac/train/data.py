@@ -169,11 +169,9 @@ class RenderedDataset(torch.utils.data.Dataset):
         if name not in datasets.DATASETS:
             raise DataError(f"--render: {name!r} is not one of {', '.join(datasets.DATASETS)}")
         module = datasets.load(name)
-        try:
-            config = module.Config(**config_kwargs)
-        except TypeError as error:
-            raise DataError(f"--render-kwargs: {error}") from None
-        except ValueError as error:
+        try:  # checked as `python -m onepfrac.generate` checks the same options
+            config = datasets.make_config(module, config_kwargs)
+        except datasets.ConfigError as error:
             raise DataError(f"--render-kwargs: {error}") from None
         self.source = OnTheFlyDataset(name, config, one_instance_per_class=(name == "3d-ofdb"))
         self.classes = [f"{index:05d}" for index in range(self.source.classes)]
