@@ -25,6 +25,7 @@ def tiny_reference(tmp_path, capsys, samples=8):
     return snapshot(dataset_dir(base, samples=samples))
 
 
+@pytest.mark.slow  # real processes and signals
 def test_rerun_after_sigkill_finishes_the_same_dataset_as_an_uninterrupted_run(tmp_path, slow_reference):
     root = tmp_path / SLOW_NAME
     proc = start_cli(slow_args(tmp_path))
@@ -50,6 +51,7 @@ def test_rerun_after_sigkill_finishes_the_same_dataset_as_an_uninterrupted_run(t
     assert snapshot(root) == slow_reference
 
 
+@pytest.mark.slow  # real processes and signals
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_exits_130_without_temporary_files_and_a_rerun_completes_identically(tmp_path, slow_reference, workers):
     root = tmp_path / SLOW_NAME
@@ -185,6 +187,7 @@ def test_second_run_while_another_holds_the_lock_is_refused(tmp_path, capsys, mo
     assert snapshot(root) == reference
 
 
+@pytest.mark.slow  # real processes and signals
 def test_second_cli_run_during_a_running_generation_is_refused(tmp_path):
     args = slow_args(tmp_path)
     args[args.index("--samples") + 1] = "1000"  # far longer than the second run needs to reach the lock

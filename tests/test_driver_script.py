@@ -11,7 +11,8 @@ from conftest import REPO, load_manifest, snapshot
 
 SCRIPT = REPO / "1p-frac_generator" / "generate_1p-frac.sh"
 
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+pytestmark = [pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash"),
+              pytest.mark.slow]  # every test runs the shell driver in a subprocess
 
 
 def run_script(tmp_path, **variables):

@@ -215,6 +215,7 @@ DRIVERS = {"fractaldb": ("generate_fractaldb.sh", {"CLASSES": "3", "INSTANCES": 
            "real-image": ("generate_real-image.sh", {"CLASSES": "3"}, TINY["real-image"][2:])}
 
 
+@pytest.mark.slow  # runs each shell driver in a subprocess
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 @pytest.mark.parametrize("name", [p for p in NAMES if p.values[0] in DRIVERS])
 def test_driver_script_writes_what_the_module_cli_writes(tmp_path, capsys, name):

@@ -179,6 +179,7 @@ def test_a_foreign_checkpoint_needs_model_and_then_loads_with_its_head_dropped(
     assert "head dropped: head.weight, head.bias" in stdout
 
 
+@pytest.mark.slow  # trains end to end
 def test_the_command_reads_model_and_input_options_from_a_trained_checkpoint(
         tmp_path, pretrained_checkpoint, digits_folder):
     out = tmp_path / "probe"

