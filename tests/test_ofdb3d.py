@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from onepfrac import ifs, render
-from onepfrac.datasets import GenerationError, ofdb3d as O
-from onepfrac.datasets.interface import stream
+from onepfrac.datasets import ofdb3d as O
+from onepfrac.datasets.interface import GenerationError, stream
 
 TINY = dict(classes=3, size=64, points=2000)
 
