@@ -256,7 +256,7 @@ def counts(config: Config) -> tuple[int, int]:
 
 
 def folder_name(config: Config) -> str:
-    """The released generator's folder name."""
+    """The released generator's folder pattern, with the seed where it puts 8 random characters."""
     return (f"sigma{float(config.sigma)!r}_perturb{float(config.delta)!r}_sample{config.samples}"
             f"_seed{config.seed}")
 
