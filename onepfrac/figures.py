@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from onepfrac import datasets, png
 from onepfrac.datasets import single_fractal
+from onepfrac.errors import UserError
 from onepfrac.generate import MANIFEST
 
 PAPER_DELTAS = (0.01, 0.05, 0.1, 0.2)  # Table 5
@@ -120,6 +121,14 @@ def formula_grid(name: str, config=None, classes: int = 4, thumb: int = 112) -> 
 
 
 def main(argv=None) -> int:
+    try:
+        return make(argv)
+    except UserError as error:  # e.g. a seed whose base search runs out of tries
+        print(f"python -m onepfrac.figures: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+def make(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m onepfrac.figures", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     grid = sub.add_parser("grid", help="sample grid of a generated dataset folder")
