@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from onepfrac import __version__, datasets, png
+from onepfrac.datasets.interface import flag
 from onepfrac.cores import available_cores
 from onepfrac.errors import UsageError, UserError
 
@@ -65,7 +66,7 @@ def build_parser(dataset: str = datasets.DEFAULT, module=None) -> argparse.Argum
         default = field.default
         kind = _boolean if isinstance(default, bool) else type(default) if isinstance(default, (int, float, str)) else str
         text = helps.get(field.name, "seed of everything random" if field.name == "seed" else "")
-        p.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind, default=default,
+        p.add_argument(flag(field.name), dest=field.name, type=kind, default=default,
                        choices=choices.get(field.name), help=f"{text} (default %(default)s)".strip())
     p.add_argument("--png-bits", type=int, choices=png.BITS, default=8, help="8-bit grayscale or 1-bit palette PNGs, same pixels (default %(default)s)")
     p.add_argument("--png-compression", type=int, default=1, help="zlib level 0..9 (default %(default)s)")
@@ -84,7 +85,7 @@ def owners(option: str, but: str) -> list[str]:
     for name in datasets.DATASETS:
         if name != but:
             try:
-                if option in {f"--{f.name.replace('_', '-')}" for f in datasets.options(datasets.load(name))}:
+                if option in {flag(f.name) for f in datasets.options(datasets.load(name))}:
                     found.append(name)
             except (ImportError, datasets.UnknownDataset):
                 continue  # a dataset whose dependencies are missing has no say here
@@ -99,8 +100,9 @@ def refuse_extra(dataset: str, module, parser: argparse.ArgumentParser, extra: l
     if not option.startswith("-"):
         raise UsageError(f"unexpected argument {option!r}: every setting is an --option")
     hint = getattr(module, "HINTS", {}).get(option)
-    if hint is None and owners(option, dataset):
-        hint = f"{option} is an option of --dataset {', '.join(owners(option, dataset))}"
+    others = owners(option, dataset) if hint is None else []
+    if others:
+        hint = f"{option} is an option of --dataset {', '.join(others)}"
     given = f"{option} {value}" if value else option
     hint = f" ({hint})" if hint else ""
     raise UsageError(f"{given} does not apply to --dataset {dataset}{hint}; its options are {', '.join(options_of(parser))}")
@@ -150,7 +152,7 @@ def header_for(config, png_bits: int, png_compression: int, dataset: str = datas
 def differences(on_disk: dict, header: dict) -> list[str]:
     """What differs between a header on disk and this run's: options, then generator version."""
     old, new = on_disk.get("arguments", {}), header["arguments"]
-    found = [f"--{k.replace('_', '-')} {old.get(k)} (on disk) vs {new.get(k)} (now)"
+    found = [f"{flag(k)} {old.get(k)} (on disk) vs {new.get(k)} (now)"
              for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if on_disk.get("generator") != header["generator"]:
         found.append(f"generator {on_disk.get('generator')} (on disk) vs {header['generator']} (now)")

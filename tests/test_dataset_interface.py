@@ -105,6 +105,13 @@ def test_a_wrong_type_or_a_negative_seed_is_refused_naming_the_option(dataset):
         datasets.make_config(module, {"bogus": 1})
 
 
+def test_a_value_outside_the_options_choices_is_refused_naming_it(dataset):
+    name, module, _ = dataset
+    for field in getattr(module, "CHOICES", {}):
+        with pytest.raises(datasets.ConfigError, match=f"--{field.replace('_', '-')}:? '?bogus"):
+            datasets.make_config(module, {**TINY[name], field: "bogus"})
+
+
 def test_one_table_holds_every_stream_number_distinct_within_each_dataset():
     assert set(datasets.DATASETS) <= set(interface.STREAMS)
     for name, numbers in interface.STREAMS.items():

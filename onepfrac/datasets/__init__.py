@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from onepfrac.datasets.interface import GenerationError, stream  # noqa: F401  (the package's names)
+from onepfrac.datasets.interface import GenerationError, flag, stream  # noqa: F401  (the package's names)
 from onepfrac.errors import UsageError
 
 # Imported only when chosen: a module's dependencies (scikit-image, ...) load only for its dataset.
@@ -72,19 +72,24 @@ def _kind_error(field, value) -> str | None:
         ok, kind = isinstance(value, str), "a string"
     else:
         return None
-    return None if ok else f"--{field.name.replace('_', '-')} {value!r} must be {kind}"
+    return None if ok else f"{flag(field.name)} {value!r} must be {kind}"
 
 
 def check(module: ModuleType, config) -> None:
     """Refuse a config the dataset does not allow, the same way on every path (CLI, on the fly).
 
-    Raises ConfigError naming the first bad option: a value of the wrong type, a negative seed,
-    then the module's own check.
+    Raises ConfigError naming the first bad option: a value of the wrong type or outside the
+    module's CHOICES (the CLI's parser checks both itself), a negative seed, then the module's
+    own check.
     """
+    choices = getattr(module, "CHOICES", {})
     for field in options(module):
-        problem = _kind_error(field, getattr(config, field.name))
+        value = getattr(config, field.name)
+        problem = _kind_error(field, value)
         if problem:
             raise ConfigError(problem)
+        if field.name in choices and value not in choices[field.name]:
+            raise ConfigError(f"{flag(field.name)} {value} is not one of {', '.join(choices[field.name])}")
     if config.seed < 0:
         raise ConfigError(f"--seed {config.seed} must be 0 or more")
     try:

@@ -16,7 +16,7 @@ import numpy as np
 
 from onepfrac import ifs, render
 from onepfrac.datasets import interface
-from onepfrac.datasets.interface import STREAMS, GenerationError, require, stream
+from onepfrac.datasets.interface import STREAMS, GenerationError, frozen, require, stream
 
 NAME = "fractaldb"
 
@@ -160,13 +160,8 @@ def flipped(canvas: np.ndarray, flip: int) -> np.ndarray:
 
 def rendering(config: Config, params: dict, row: int, repeat: int) -> np.ndarray:
     """The unflipped canvas of weight row `row`, rendering `repeat` (its masks are its own stream)."""
-    return _rendering(config, params["class_index"], row, repeat, _frozen(params["coefficients"]),
-                      _frozen(params["probabilities"]))
-
-
-def _frozen(values) -> tuple:
-    """A hashable copy of a list (of lists) of numbers, for the cache below."""
-    return tuple(_frozen(v) if isinstance(v, (list, tuple, np.ndarray)) else float(v) for v in values)
+    return _rendering(config, params["class_index"], row, repeat, frozen(params["coefficients"]),
+                      frozen(params["probabilities"]))
 
 
 # The 4 flips of a rendering share one canvas: it is rendered once and cached (read-only).

@@ -67,6 +67,11 @@ STREAMS = {
 }
 
 
+def frozen(values) -> tuple:
+    """A hashable copy of a list (of lists) of numbers from a manifest's params, for a cache key."""
+    return tuple(frozen(v) if isinstance(v, (list, tuple, np.ndarray)) else float(v) for v in values)
+
+
 def flag(field: str) -> str:
     """The command-line option of a Config field."""
     return "--" + field.replace("_", "-")

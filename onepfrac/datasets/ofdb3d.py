@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from onepfrac import ifs, render
-from onepfrac.datasets.interface import STREAMS, GenerationError, require, stream
+from onepfrac.datasets.interface import STREAMS, GenerationError, frozen, require, stream
 
 NAME = "3d-ofdb"
 
@@ -127,7 +127,7 @@ def view_angle(config: Config, class_index: int, view: int) -> float:
 
 def model_cloud(config: Config, params: dict) -> np.ndarray:
     """The rendered model's cloud: coefficient a scaled, normalised as in the search (empty if not finite)."""
-    return _model_cloud(config, tuple(map(tuple, params["coefficients"])), tuple(params["probabilities"]))
+    return _model_cloud(config, frozen(params["coefficients"]), frozen(params["probabilities"]))
 
 
 # The views of a category share one cloud: it is computed once and cached (read-only).

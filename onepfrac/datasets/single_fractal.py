@@ -246,9 +246,6 @@ def check(config: Config) -> None:
             f"--probe-pass-rate {config.probe_pass_rate} is outside (0, 1]")
     require(config.max_base_tries >= 1, f"--max-base-tries {config.max_base_tries} must be at least 1")
     require(config.max_class_tries >= 1, f"--max-class-tries {config.max_class_tries} must be at least 1")
-    for field, allowed in CHOICES.items():
-        require(getattr(config, field) in allowed,
-                f"--{field.replace('_', '-')} {getattr(config, field)} is not one of {', '.join(allowed)}")
 
 
 def counts(config: Config) -> tuple[int, int]:
