@@ -56,19 +56,20 @@ def iterate(coefficients, map_indices):
 
 
 @numba.njit(cache=True)
-def to_pixels(points, size, pad):
-    """Integer pixel coordinates in [pad, size - pad]: the bounding box of the points, scaled.
+def frame(points, width, height, pad_x, pad_y):
+    """Integer pixel coordinates, x in [pad_x, width - pad_x], y in [pad_y, height - pad_y].
 
-    Each axis is shifted by -min, divided by (max - min), scaled to size - 2 pad, offset
-    by pad and truncated. The released code shifts only when min < 0, which is the same
-    whenever the start point (0, 0) is among the points (always, without burn-in) and
-    would push a burnt-in orbit off the canvas otherwise. Returns (ok, pixels); ok is
-    False when the orbit is not finite or collapses to a line or a point on either axis.
+    Each axis is shifted by -min, divided by (max - min), scaled to its side minus twice
+    its pad, offset by the pad and truncated. The released code shifts only when min < 0,
+    which is the same whenever the start point (0, 0) is among the points (always, without
+    burn-in) and would push a burnt-in orbit off the canvas otherwise. Returns (ok, pixels);
+    ok is False when the orbit is not finite or collapses to a line or a point on either axis.
     """
     n = points.shape[0]
     pixels = np.zeros((n, 2), dtype=np.int32)
-    span = size - 2 * pad
     for axis in range(2):
+        span = width - 2 * pad_x if axis == 0 else height - 2 * pad_y
+        pad = pad_x if axis == 0 else pad_y
         low = points[0, axis]
         high = points[0, axis]
         for i in range(n):
@@ -86,25 +87,31 @@ def to_pixels(points, size, pad):
 
 
 @numba.njit(cache=True)
-def rasterize_patch(pixels, masks, size):
-    """Every point pastes a 3 x 3 patch with top-left corner (x + 1, y + 1).
+def to_pixels(points, size, pad):
+    """`frame` on a square canvas with the same pad on every side (the released defaults)."""
+    return frame(points, size, size, pad, pad)
+
+
+@numba.njit(cache=True)
+def stamp_patches(pixels, masks, width, height):
+    """Every point pastes a 3 x 3 patch with top-left corner (x + 1, y + 1) on a height x width canvas.
 
     Bit 8 - r*3 - c of the point's mask (most significant bit first, row-major) sets
     cell (r, c) to 127, a clear bit writes 0; later points overwrite earlier ones.
     Cells outside the canvas are skipped.
     """
-    image = np.zeros((size, size), dtype=np.uint8)
+    image = np.zeros((height, width), dtype=np.uint8)
     for i in range(pixels.shape[0]):
         x0 = pixels[i, 0] + 1
         y0 = pixels[i, 1] + 1
         mask = masks[i]
         for r in range(3):
             row = y0 + r
-            if row < 0 or row >= size:
+            if row < 0 or row >= height:
                 continue
             for c in range(3):
                 col = x0 + c
-                if col < 0 or col >= size:
+                if col < 0 or col >= width:
                     continue
                 bit = (mask >> (8 - (r * 3 + c))) & 1
                 image[row, col] = INK if bit else 0
@@ -112,15 +119,27 @@ def rasterize_patch(pixels, masks, size):
 
 
 @numba.njit(cache=True)
-def rasterize_point(pixels, size):
-    """Every point sets one pixel (x, y) to 127."""
-    image = np.zeros((size, size), dtype=np.uint8)
+def stamp_points(pixels, width, height):
+    """Every point sets one pixel (x, y) of a height x width canvas to 127."""
+    image = np.zeros((height, width), dtype=np.uint8)
     for i in range(pixels.shape[0]):
         x = pixels[i, 0]
         y = pixels[i, 1]
-        if 0 <= x < size and 0 <= y < size:
+        if 0 <= x < width and 0 <= y < height:
             image[y, x] = INK
     return image
+
+
+@numba.njit(cache=True)
+def rasterize_patch(pixels, masks, size):
+    """`stamp_patches` on a square canvas."""
+    return stamp_patches(pixels, masks, size, size)
+
+
+@numba.njit(cache=True)
+def rasterize_point(pixels, size):
+    """`stamp_points` on a square canvas."""
+    return stamp_points(pixels, size, size)
 
 
 @numba.njit(cache=True)
@@ -134,28 +153,42 @@ def fill_fraction(image):
     return count / flat.shape[0]
 
 
+MASK_MODES = ("random", "fill")  # the released --mask_mode: random 9-bit masks or solid patches
+FULL_MASK = 0b111111111
+
+
 def random_masks(n_points: int, rng: np.random.Generator) -> np.ndarray:
     """One patch mask per point, uniform on 1..511 (never the empty patch)."""
     return rng.integers(1, 512, size=n_points, dtype=np.uint16)
 
 
-def render(coefficients: np.ndarray, map_indices: np.ndarray, size: int, pad: int,
-           drawing: str = "patch", masks: np.ndarray | None = None, burn_in: int = 0) -> np.ndarray | None:
-    """The canvas (size x size, uint8, not yet flipped) of one orbit, or None if it is not finite.
+def solid_masks(n_points: int) -> np.ndarray:
+    """Every patch fully set: the released `--mask_mode fill`."""
+    return np.full(n_points, FULL_MASK, dtype=np.uint16)
 
+
+def render(coefficients: np.ndarray, map_indices: np.ndarray, size: int, pad: int,
+           drawing: str = "patch", masks: np.ndarray | None = None, burn_in: int = 0,
+           size_y: int | None = None, pad_y: int | None = None) -> np.ndarray | None:
+    """The canvas (size_y x size, uint8, not yet flipped) of one orbit, or None if it is not finite.
+
+    size and pad are the width and the left/right margin; size_y and pad_y (default: the same)
+    the height and the top/bottom margin, as the released --image_size_y / --pad_size_y.
     burn_in drops the first points (the start point (0, 0) and the transient) from the
     frame and the drawing; the released renderer keeps them all (burn_in 0).
     """
+    height = size if size_y is None else size_y
+    pad_top = pad if pad_y is None else pad_y
     points = iterate(np.ascontiguousarray(coefficients, dtype=np.float64), map_indices)
-    ok, pixels = to_pixels(points[burn_in:], size, pad)
+    ok, pixels = frame(points[burn_in:], size, height, pad, pad_top)
     if not ok:
         return None
     if drawing == "patch":
         if masks is None or masks.shape[0] != pixels.shape[0]:
             raise ValueError("patch drawing needs one mask per point")
-        return rasterize_patch(pixels, masks, size)
+        return stamp_patches(pixels, masks, size, height)
     if drawing == "point":
-        return rasterize_point(pixels, size)
+        return stamp_points(pixels, size, height)
     raise ValueError(f"drawing {drawing!r} is not one of {DRAWINGS}")
 
 

@@ -101,14 +101,15 @@ def check(module: ModuleType, config) -> None:
 def make_config(module: ModuleType, values: dict):
     """The module's Config from option values (field names), checked; raises ConfigError.
 
-    An integer given for a float option becomes a float, as the command line's parser makes it.
+    An integer given for a float option becomes a float, as the command line's parser makes it,
+    and -0.0 becomes 0.0, so that one value has one folder name and one manifest.
     """
     fields_by_name = {f.name: f for f in options(module)}
     unknown = sorted(set(values) - set(fields_by_name))
     if unknown:
         raise ConfigError(f"{module.NAME} has no option {', '.join(unknown)}; its options are "
                           f"{', '.join(sorted(fields_by_name))}")
-    values = {k: float(v) if type(fields_by_name[k].default) is float and type(v) is int else v
+    values = {k: float(v) + 0.0 if type(fields_by_name[k].default) is float and type(v) in (int, float) else v
               for k, v in values.items()}
     try:
         config = module.Config(**values)

@@ -26,6 +26,9 @@ STREAM_BASE, STREAM_PROBE, STREAM_CLASS = _STREAMS["base"], _STREAMS["probe"], _
 STREAM_MASKS, STREAM_ORBIT, STREAM_PROBE_ORBIT = _STREAMS["masks"], _STREAMS["orbit"], _STREAMS["probe-orbit"]
 
 ORBITS = ("fixed", "per-image")
+# released: a base is kept once any perturbation passes (the released code never redraws it);
+# dense: only when probe_pass_rate of `probes` perturbations pass (this project's rule before 0.2.0)
+BASE_RULES = ("released", "dense")
 MAX_MAPS = 32
 
 
@@ -38,17 +41,30 @@ class Config:
     size: int = 512
     points: int = 100_000
     pad: int = 6
+    size_y: int = 0  # released --image_size_y; 0: square, the height is --size
+    pad_y: int = -1  # released --pad_size_y; -1: the same margin as --pad
     drawing: str = "patch"
+    mask_mode: str = "random"
     fill_threshold: float = 0.05
     perturbation: str = "multiplicative"
     sigma_jitter: float = 0.1  # released code: sigma ~ U(sigma - 0.1, sigma + 0.1)
     orbit: str = "fixed"
     burn_in: int = 0  # released: the start point and transient stay in the frame
     seed: int = 0
-    probes: int = 32  # perturbations drawn to judge a base system before it is used
-    probe_pass_rate: float = 0.25  # ... of which at least this fraction must pass the fill test
+    base_rule: str = "released"
+    base_probes: int = 1000  # released rule: perturbations tried before a base counts as never passing
+    probes: int = 32  # dense rule: perturbations drawn to judge a base system before it is used
+    probe_pass_rate: float = 0.25  # dense rule: ... of which at least this fraction must pass the fill test
     max_base_tries: int = 200
-    max_class_tries: int = 100
+    max_class_tries: int = 10_000  # ~1 ms a rejected attempt: a base passing 1 in 1000 still finishes
+
+    @property
+    def height(self) -> int:
+        return self.size_y or self.size
+
+    @property
+    def pad_top(self) -> int:
+        return self.pad if self.pad_y < 0 else self.pad_y
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +77,8 @@ class Base:
     system: ifs.System
     sigma_target: float
     candidate: int
+    probes_drawn: int = 0  # perturbations rendered to judge it
+    probes_passed: int = 0  # ... and how many of them passed the fill test
 
     def to_dict(self) -> dict:
         return {
@@ -68,6 +86,8 @@ class Base:
             "sigma_target": self.sigma_target,
             "sigma_factor": ifs.sigma_factor(self.system.coefficients),
             "candidate": self.candidate,
+            "probes_drawn": self.probes_drawn,
+            "probes_passed": self.probes_passed,
         }
 
 
@@ -89,6 +109,8 @@ def patch_masks(config: Config, mask_rng: np.random.Generator) -> np.ndarray | N
     """One image's patch masks, one per drawn point (None for point drawing)."""
     if config.drawing != "patch":
         return None
+    if config.mask_mode == "fill":
+        return render.solid_masks(config.points - config.burn_in)
     return render.random_masks(config.points - config.burn_in, mask_rng)
 
 
@@ -97,7 +119,7 @@ def draw_image(config: Config, system: ifs.System, map_indices: np.ndarray,
     """The unflipped canvas and its fill fraction; (None, 0.0) when the orbit is not finite."""
     masks = patch_masks(config, mask_rng)
     canvas = render.render(system.coefficients, map_indices, config.size, config.pad, config.drawing, masks,
-                           config.burn_in)
+                           config.burn_in, config.height, config.pad_top)
     if canvas is None:
         return None, 0.0
     return canvas, float(render.fill_fraction(canvas))
@@ -108,47 +130,94 @@ def passes(config: Config, fill: float) -> bool:
     return fill > config.fill_threshold
 
 
-def find_base(config: Config) -> Base:
-    """Draw base systems in a fixed order until one whose perturbations pass the fill test reliably.
+def sigma_target(config: Config, rng: np.random.Generator) -> float:
+    """The base's sigma-factor: U(sigma - jitter, sigma + jitter), drawn inside (0, 3N).
 
-    The released code tests only perturbations (never the base image) and never redraws
-    the base, so a base whose perturbations cannot pass hangs it (about 16% at sigma 3.5).
-    Here a base is used once `probe_pass_rate` of `probes` perturbations pass, so each
-    class's bounded retry loop is all but certain to succeed.
+    The released sampler raises on a target above 3N, so the released runs that finish have
+    targets below it; drawing inside the valid range gives those runs' distribution, where
+    clipping would pile up exact isometries (all singular values 1) at sigma = 3N.
     """
     top = 3.0 * config.n_maps
+    if config.sigma_jitter == 0:
+        rng.uniform(config.sigma, config.sigma)  # the draw a jittered target takes, so streams agree
+        return float(config.sigma)
+    low, high = config.sigma - config.sigma_jitter, min(config.sigma + config.sigma_jitter, top)
+    for _ in range(64):  # numpy's uniform may round up to `high`; redraw rather than clip
+        target = float(rng.uniform(low, high))
+        if 0.0 < target < top:
+            return target
+    raise GenerationError(f"--sigma {config.sigma} with --sigma-jitter {config.sigma_jitter} leaves no valid "
+                          f"target below 3 x {config.n_maps}")
+
+
+def _probe_outcomes(config: Config, system: ifs.System, candidate: int, fixed: np.ndarray | None):
+    """Whether each of the candidate's probe perturbations renders and passes, lazily, in order."""
+    probe_rng = stream(config.seed, STREAM_PROBE, candidate)
+    probe = 0
+    while True:
+        perturbed = ifs.perturb(system, config.delta, probe_rng, config.perturbation)
+        indices = _map_indices(config, system.probabilities, (STREAM_PROBE_ORBIT, candidate, probe), fixed)
+        canvas, fill = draw_image(config, perturbed, indices, probe_rng)
+        yield canvas is not None and passes(config, fill)
+        probe += 1
+
+
+def judge_base(config: Config, system: ifs.System, candidate: int) -> tuple[bool, int, int]:
+    """(usable, probes drawn, probes passed) of one candidate base under `config.base_rule`."""
+    fixed = render.released_map_choices(system.probabilities, config.points - 1) if config.orbit == "fixed" else None
+    outcomes = _probe_outcomes(config, system, candidate, fixed)
+    if config.base_rule == "released":
+        # the released code keeps its one base whatever its pass rate; bounded here
+        for drawn in range(1, config.base_probes + 1):
+            if next(outcomes):
+                return True, drawn, 1
+        return False, config.base_probes, 0
     needed = max(1, math.ceil(config.probe_pass_rate * config.probes))
+    passed = failed = 0
+    for drawn in range(1, config.probes + 1):
+        if next(outcomes):
+            passed += 1
+            if passed >= needed:
+                return True, drawn, passed
+        else:
+            failed += 1
+            if failed > config.probes - needed:
+                break
+    return False, drawn, passed
+
+
+def find_base(config: Config) -> Base:
+    """Draw base systems in a fixed order until one is usable under `config.base_rule`.
+
+    The released code tests only perturbations (never the base image) and never redraws
+    the base: any base whose perturbations pass at all ends up as a dataset, and one that
+    cannot pass hangs it (about 14% at sigma 3.5). The "released" rule keeps the first base
+    with a passing perturbation among `base_probes`, so the bases it keeps follow the released
+    runs' distribution, and moves on instead of hanging. The "dense" rule keeps a base only
+    when `probe_pass_rate` of `probes` perturbations pass: denser fractals, faster classes.
+    """
     for candidate in range(config.max_base_tries):
         rng = stream(config.seed, STREAM_BASE, candidate)
-        target = rng.uniform(config.sigma - config.sigma_jitter, config.sigma + config.sigma_jitter)
-        target = float(min(max(target, 1e-6), top))
+        target = sigma_target(config, rng)
         system = ifs.sample_system(target, config.n_maps, rng)
-        fixed = render.released_map_choices(system.probabilities, config.points - 1) if config.orbit == "fixed" else None
-        probe_rng = stream(config.seed, STREAM_PROBE, candidate)
-        passed = failed = 0
-        for probe in range(config.probes):
-            perturbed = ifs.perturb(system, config.delta, probe_rng, config.perturbation)
-            indices = _map_indices(config, system.probabilities, (STREAM_PROBE_ORBIT, candidate, probe), fixed)
-            canvas, fill = draw_image(config, perturbed, indices, probe_rng)
-            if canvas is not None and passes(config, fill):
-                passed += 1
-                if passed >= needed:
-                    return Base(system, target, candidate)
-            else:
-                failed += 1
-                if failed > config.probes - needed:
-                    break
+        usable, drawn, passed = judge_base(config, system, candidate)
+        if usable:
+            return Base(system, target, candidate, drawn, passed)
+    if config.base_rule == "released":
+        rule = f"a perturbation that passes the fill test in {config.base_probes} tries (--base-probes)"
+    else:
+        needed = max(1, math.ceil(config.probe_pass_rate * config.probes))
+        rule = f"{needed} of {config.probes} perturbations that pass the fill test (--base-rule dense)"
     raise GenerationError(
-        f"no base system had {needed} of {config.probes} perturbations pass the fill test "
-        f"(> {config.fill_threshold}) in {config.max_base_tries} tries at sigma {config.sigma}, "
-        f"delta {config.delta}, size {config.size}, points {config.points}; try another --seed, "
-        f"a lower --fill-threshold, more --points or a smaller --delta")
+        f"no base system had {rule} (> {config.fill_threshold}) in {config.max_base_tries} tries (--max-base-tries) "
+        f"at sigma {config.sigma}, delta {config.delta}, size {config.size}, points {config.points}; try another "
+        f"--seed, a lower --fill-threshold, more --points or a smaller --delta")
 
 
 @dataclass(frozen=True)
 class ClassImage:
     index: int
-    image: np.ndarray  # uint8 (size, size), flipped top to bottom as saved
+    image: np.ndarray  # uint8 (height, size), flipped top to bottom as saved
     system: ifs.System
     attempts: int
     fill: float
@@ -197,7 +266,8 @@ def rerender(config: Config, system: ifs.System, index: int, attempts: int,
 
 # ---- this dataset's side of the interface (onepfrac.datasets.interface) ----
 
-CHOICES = {"drawing": render.DRAWINGS, "perturbation": ifs.PERTURBATIONS, "orbit": ORBITS}
+CHOICES = {"drawing": render.DRAWINGS, "mask_mode": render.MASK_MODES, "perturbation": ifs.PERTURBATIONS,
+           "orbit": ORBITS, "base_rule": BASE_RULES}
 HELP = {
     "sigma": "sigma-factor of the base system, in (0, 3 x n-maps]",
     "delta": "perturbation size, in [0, 1)",
@@ -206,7 +276,10 @@ HELP = {
     "size": "image side in pixels",
     "points": "orbit length including the start point",
     "pad": "margin of the rescaled orbit in pixels",
+    "size_y": "image height in pixels (released --image_size_y); 0: the same as --size",
+    "pad_y": "top and bottom margin in pixels (released --pad_size_y); -1: the same as --pad",
     "drawing": "3 x 3 random patches or single points",
+    "mask_mode": "random: each patch's 9 cells follow a random mask (released default); fill: solid 3 x 3 patches",
     "fill_threshold": "a class needs more than this fraction of non-zero pixels",
     "perturbation": "multiplicative: x U(1-delta, 1+delta) (released code); additive: + U(-delta/2, delta/2) (paper)",
     "sigma_jitter": "the base's sigma is drawn from U(sigma - j, sigma + j), as released",
@@ -214,8 +287,11 @@ HELP = {
     "burn_in": "drop the first points (start point and transient) before framing and drawing; "
                "the released renderer keeps them",
     "seed": "seed of the base system, perturbations and patch masks",
-    "probes": "perturbations drawn to judge a base system",
-    "probe_pass_rate": "fraction of the probes that must pass the fill test for a base to be used, in (0, 1]",
+    "base_rule": "released: keep the first base with any perturbation that passes the fill test, the released "
+                 "code's distribution; dense: only bases that pass --probe-pass-rate of --probes (denser fractals)",
+    "base_probes": "released rule: perturbations tried before a base counts as never passing and is redrawn",
+    "probes": "dense rule: perturbations drawn to judge a base system",
+    "probe_pass_rate": "dense rule: fraction of the probes that must pass the fill test, in (0, 1]",
     "max_base_tries": "base systems to try before giving up",
     "max_class_tries": "perturbations to try per class before giving up",
 }
@@ -234,6 +310,12 @@ def check(config: Config) -> None:
     require(np.isfinite(config.delta) and 0 <= config.delta < 1, f"--delta {config.delta} is outside [0, 1)")
     require(config.samples >= 1, f"--samples {config.samples} must be at least 1")
     check_canvas(config)
+    require(config.size_y == 0 or 4 <= config.size_y <= 16384,
+            f"--size-y {config.size_y} is outside 4..16384 (or 0 for a square image)")
+    require(config.pad_y >= -1, f"--pad-y {config.pad_y} must be at least 0 (or -1 for the same margin as --pad)")
+    require(config.height >= 2 * config.pad_top + 4,
+            f"--size-y {config.height} is too small for --pad-y {config.pad_top}: it must be at least 2 x pad + 4 = "
+            f"{2 * config.pad_top + 4}")
     require(0 <= config.burn_in <= config.points - 2,
             f"--burn-in {config.burn_in} is outside 0..{config.points - 2} (--points {config.points} minus the "
             f"2 points a frame needs)")
@@ -241,6 +323,7 @@ def check(config: Config) -> None:
             f"--fill-threshold {config.fill_threshold} is outside [0, 1)")
     require(np.isfinite(config.sigma_jitter) and 0 <= config.sigma_jitter < config.sigma,
             f"--sigma-jitter {config.sigma_jitter} is outside [0, sigma) = [0, {config.sigma})")
+    require(config.base_probes >= 1, f"--base-probes {config.base_probes} must be at least 1")
     require(config.probes >= 1, f"--probes {config.probes} must be at least 1")
     require(np.isfinite(config.probe_pass_rate) and 0 < config.probe_pass_rate <= 1,
             f"--probe-pass-rate {config.probe_pass_rate} is outside (0, 1]")
