@@ -252,10 +252,10 @@ def consume(report: Report, results, bar) -> None:
 def find_extra(report: Report, manifest: dict) -> None:
     """Files and folders under the dataset folder that the manifest does not list."""
     expected = {name for record in manifest["classes"] for name in datasets.record_files(record)}
-    folders = {str(parent) for name in expected for parent in PurePosixPath(name).parents} - {"."}
-    for directory, subdirs, files in os.walk(report.root):
-        relative = Path(directory).relative_to(report.root).as_posix()
-        prefix = "" if relative == "." else f"{relative}/"
+    folders = {name[:i] for name in expected for i, c in enumerate(name) if c == "/"}  # every parent folder
+    top = os.path.join(str(report.root), "")
+    for directory, subdirs, files in os.walk(top):
+        prefix = os.path.join(directory[len(top):], "").replace(os.sep, "/").lstrip("/")  # "" or "a/b/"
         for sub in sorted(subdirs):
             if f"{prefix}{sub}" not in folders:
                 inside = sum(len(f) for _, _, f in os.walk(Path(directory) / sub))
