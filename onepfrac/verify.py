@@ -320,14 +320,22 @@ def _rerender(job: tuple[int, dict]) -> list[str]:
     return lines
 
 
-def rerender_classes(report: Report, manifest: dict, count: int, workers: int, progress: bool) -> None:
-    module = datasets.load(manifest.get("dataset"))
+def render_setup(root: Path, manifest: dict):
+    """The dataset module and Config a manifest records; UsageError (before any hashing) if unusable."""
+    try:
+        module = datasets.load(str(manifest.get("dataset")))
+    except UserError as error:  # a dataset this installation lacks
+        raise UsageError(f"{root / generate.MANIFEST}: cannot re-render its classes: {error}") from None
     arguments = {k: v for k, v in manifest["arguments"].items() if k not in PNG_ARGUMENTS}
     try:
         config = datasets.make_config(module, arguments)
     except UserError as error:
-        raise UsageError(f"{report.root / generate.MANIFEST}: its arguments are not valid for "
+        raise UsageError(f"{root / generate.MANIFEST}: its arguments are not valid for "
                          f"--dataset {module.NAME} ({error})") from None
+    return module, config
+
+
+def rerender_classes(report: Report, manifest: dict, module, config, count: int, workers: int, progress: bool) -> None:
     classes = datasets.counts(module, config)[0]
     if classes != report.classes:
         report.differing.append(f"rerender: the manifest lists {report.classes} classes, its arguments make {classes}")
@@ -376,10 +384,11 @@ def verify(root, rerender: int = 0, workers: int = 0, progress: bool = False) ->
     manifest = load_manifest(root)
     report = Report(root, classes=len(manifest["classes"]))
     workers = workers or available_cores()
+    module, config = render_setup(root, manifest) if rerender else (None, None)
     check_files(report, manifest, workers, progress)
     find_extra(report, manifest)
     if rerender:
-        rerender_classes(report, manifest, rerender, workers, progress)
+        rerender_classes(report, manifest, module, config, rerender, workers, progress)
     return report
 
 
@@ -405,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerender", type=whole, default=0, metavar="K",
                    help="also re-render K classes, evenly spaced, and compare bytes; 0 = none, "
                         "more than the class count = all (default %(default)s)")
-    p.add_argument("--workers", type=whole, default=0, help="processes; 0 = all cores (default %(default)s)")
-    p.add_argument("--max-lines", type=whole, default=20,
+    p.add_argument("--workers", type=whole, default=0, metavar="N", help="processes; 0 = all cores (default %(default)s)")
+    p.add_argument("--max-lines", type=whole, default=20, metavar="N",
                    help="problem lines shown before '... and N more'; 0 = all (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     return p

@@ -312,3 +312,20 @@ def test_help_names_the_exit_codes():
     result = cli("--help")
     assert result.returncode == 0
     assert "--rerender K" in result.stdout and "Exit status: 0" in result.stdout
+
+
+def test_rerender_of_a_manifest_with_unusable_arguments_is_refused_before_hashing(copy, capsys):
+    root = copy()
+    manifest = manifest_of(root)
+    manifest["arguments"]["sigma"] = -1.0
+    rewrite_manifest(root, manifest)
+    code, out, _ = run_verify([root], capsys)
+    assert code == 0, out  # the files still match their hashes
+    code, out, err = run_verify([root, "--rerender", 1], capsys)
+    assert (code, out) == (2, [])
+    line = one_error_line(err)
+    assert f"{root / generate.MANIFEST}: its arguments are not valid for --dataset 1p-frac" in line and "--sigma" in line
+    manifest["dataset"] = "nope"
+    rewrite_manifest(root, manifest)
+    code, _, err = run_verify([root, "--rerender", 1], capsys)
+    assert code == 2 and "cannot re-render its classes: --dataset nope is not one of" in one_error_line(err)
