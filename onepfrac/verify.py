@@ -249,10 +249,18 @@ def consume(report: Report, results, bar) -> None:
         bar.update(count)
 
 
+def parents(name: str):
+    """'a/b/c.png' -> 'a', 'a/b': the folders a listed file needs."""
+    slash = name.find("/")
+    while slash != -1:
+        yield name[:slash]
+        slash = name.find("/", slash + 1)
+
+
 def find_extra(report: Report, manifest: dict) -> None:
     """Files and folders under the dataset folder that the manifest does not list."""
     expected = {name for record in manifest["classes"] for name in datasets.record_files(record)}
-    folders = {name[:i] for name in expected for i, c in enumerate(name) if c == "/"}  # every parent folder
+    folders = {parent for name in expected for parent in parents(name)}
     top = os.path.join(str(report.root), "")
     for directory, subdirs, files in os.walk(top):
         prefix = os.path.join(directory[len(top):], "").replace(os.sep, "/").lstrip("/")  # "" or "a/b/"

@@ -329,3 +329,15 @@ def test_rerender_of_a_manifest_with_unusable_arguments_is_refused_before_hashin
     rewrite_manifest(root, manifest)
     code, _, err = run_verify([root, "--rerender", 1], capsys)
     assert code == 2 and "cannot re-render its classes: --dataset nope is not one of" in one_error_line(err)
+
+
+def test_rerender_encodes_as_the_manifest_records_one_bit_palettes_and_compression_9(tmp_path, capsys):
+    assert generate.main(tiny_args(tmp_path, 3, 0, "--png-bits", "1", "--png-compression", "9")) == 0
+    (root,) = list(tmp_path.iterdir())
+    code, out, _ = run_verify([root, "--rerender", 3], capsys)
+    assert code == 0 and out[-1].endswith("3 of 3 classes re-rendered identical"), out
+
+
+def test_nested_listed_files_need_their_folders_and_nothing_else():
+    assert list(verify.parents("a/b/c.png")) == ["a", "a/b"]
+    assert list(verify.parents("c.png")) == []
