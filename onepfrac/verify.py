@@ -22,12 +22,13 @@ import json
 import os
 import shlex
 import sys
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from onepfrac import __version__, datasets, generate
+from onepfrac import __version__, datasets, generate, generate_shards, wds_writer
 from onepfrac.cores import available_cores
 from onepfrac.datasets.interface import flag
 from onepfrac.errors import UsageError, UserError
@@ -379,6 +380,202 @@ def rerender_classes(report: Report, manifest: dict, module, config, count: int,
     report.differing.extend(line for lines in results for line in lines)
 
 
+# ---------------------------------------------------------------- WebDataset shards
+
+
+def load_index(root: Path) -> dict:
+    """A --format wds folder's index.json, checked for what verify relies on."""
+    path = root / generate_shards.INDEX
+    try:
+        index = json.loads(path.read_bytes())
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read it ({error.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path} is not valid JSON ({getattr(error, 'msg', error)}): it is truncated or garbled; "
+                         f"run the generator again with --finalize") from None
+    if not isinstance(index, dict) or index.get("format") != generate_shards.WDS_FORMAT:
+        found = index.get("format") if isinstance(index, dict) else type(index).__name__
+        raise UsageError(f"{path} is not a onepfrac WebDataset index (format {found!r}, "
+                         f"expected {generate_shards.WDS_FORMAT!r})")
+    arguments = index.get("arguments")
+    if not isinstance(arguments, dict) or any(not isinstance(arguments.get(k), int)
+                                              for k in (*PNG_ARGUMENTS, "shard_size")):
+        raise UsageError(f"{path}: 'arguments' must be an object holding png_bits, png_compression and shard_size")
+    shards_ = index.get("shards")
+    keys = ("tar", "jsonl", "bytes", "sha256", "samples")
+    if (not isinstance(shards_, list) or not all(isinstance(e, dict) and all(k in e for k in keys) for e in shards_)
+            or not all(isinstance(index.get(k), int) for k in ("classes", "instances", "samples"))
+            or any(not (safe(e["tar"]) and safe(e["jsonl"])) for e in shards_)):
+        raise UsageError(f"{path}: 'shards' must list tar, jsonl, bytes, sha256 and samples of each tar shard, "
+                         f"with classes, instances and samples counts")
+    return index
+
+
+_SHARDS: dict = {}  # the folder and counts a tar-checking worker needs, set by _init_tars
+
+
+def _init_tars(root: str, classes: int, instances: int, shard_size: int) -> None:
+    _SHARDS.update(root=Path(root), classes=classes, instances=instances, shard_size=shard_size)
+
+
+def _check_tar(job: tuple[int, dict]) -> tuple[int, list[tuple[str, str]]]:
+    """(samples checked, [(kind, line)]) for tar shard `number`: its hash, its .jsonl, every member."""
+    number, entry = job
+    root, classes, instances = _SHARDS["root"], _SHARDS["classes"], _SHARDS["instances"]
+    tar, jsonl = entry["tar"], entry["jsonl"]
+    for name in (tar, jsonl):
+        if not (root / name).exists():
+            return entry["samples"], [("missing", f"missing: {name}")]
+    actual = sha256_file(root / tar)
+    if actual != entry["sha256"]:
+        return entry["samples"], [("changed", f"changed: {tar} (sha256 {actual[:12]}... on disk, "
+                                              f"{entry['sha256'][:12]}... in {generate_shards.INDEX})")]
+    expected, problems = {}, []  # member name -> its sha256 (.png), bytes (.cls) or (class, instance) (.json)
+    start = number * _SHARDS["shard_size"]
+    try:
+        records = wds_writer.read_jsonl(root / jsonl)
+        head = next(records)
+        if {k: head.get(k) for k in ("tar", "bytes", "sha256", "samples")} != \
+                {k: entry[k] for k in ("tar", "bytes", "sha256", "samples")}:
+            problems.append(("changed", f"changed: {jsonl} describes another tar than {generate_shards.INDEX} lists"))
+        for record in records:
+            first = record["first_instance"]
+            for offset, (key, digest) in enumerate(zip(record["keys"], record["sha256"])):
+                class_index, instance = record["class"], first + offset
+                expected[f"{key}.png"] = digest
+                expected[f"{key}.cls"] = str(class_index).encode()
+                expected[f"{key}.json"] = (class_index, instance)
+        keys = [wds_writer.sample_key(n // instances, n % instances, classes, instances)
+                for n in range(start, start + entry["samples"])]
+        if sorted(k[:-4] for k in expected if k.endswith(".png")) != keys:
+            problems.append(("changed", f"changed: {jsonl} does not list samples {start}..{start + entry['samples'] - 1}"))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return entry["samples"], [("changed", f"changed: {jsonl} is not a valid record of {tar}")]
+    seen, previous = set(), ""
+    try:
+        with tarfile.open(root / tar, mode="r|") as archive:
+            for member in archive:
+                name = member.name
+                if name <= previous:
+                    problems.append(("changed", f"changed: {tar}: {name} is out of sorted order"))
+                previous = name
+                if name not in expected:
+                    problems.append(("changed", f"changed: {tar} holds {name}, which {jsonl} does not list"))
+                    continue
+                seen.add(name)
+                data = archive.extractfile(member).read() if member.isfile() else b""
+                want = expected[name]
+                if name.endswith(".png") and hashlib.sha256(data).hexdigest() != want:
+                    problems.append(("changed", f"changed: {tar}: {name} differs from its sha256 in {jsonl}"))
+                elif name.endswith(".cls") and data != want:
+                    problems.append(("changed", f"changed: {tar}: {name} holds {data[:20]!r}, expected {want!r}"))
+                elif name.endswith(".json") and not _meta_matches(data, *want):
+                    problems.append(("changed", f"changed: {tar}: {name} does not name class {want[0]}, "
+                                                f"instance {want[1]}"))
+    except (tarfile.TarError, OSError) as error:
+        return entry["samples"], [("changed", f"changed: {tar} is not a readable tar ({error})")]
+    lost = sorted(set(expected) - seen)
+    if lost:
+        problems.append(("missing", f"missing: {tar} lacks {len(lost)} member(s), the first {lost[0]}"))
+    return entry["samples"], problems
+
+
+def _meta_matches(data: bytes, class_index: int, instance: int) -> bool:
+    try:
+        meta = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(meta, dict) and meta.get("class") == class_index and meta.get("instance") == instance
+
+
+def find_extra_wds(report: Report, index: dict) -> None:
+    """Files under a --format wds folder that index.json does not list."""
+    listed = {name for entry in index["shards"] for name in (entry["tar"], entry["jsonl"])} | {generate_shards.INDEX}
+    for path in sorted(report.root.iterdir()):
+        name = path.name
+        if name in listed:
+            continue
+        if name.endswith(generate.TEMP_SUFFIX) or name == generate_shards.WORK:
+            report.extra.append(f"extra: {name}{'/' if path.is_dir() else ''} (unfinished: left by an interrupted "
+                                f"generation; delete it, the index does not need it)")
+        else:
+            report.extra.append(f"extra: {name}{'/' if path.is_dir() else ''} (not in {generate_shards.INDEX})")
+
+
+def class_records_wds(root: Path, index: dict, class_index: int) -> list[dict]:
+    """The .jsonl records of one class, from the tar shards that hold its samples."""
+    size, instances = index["arguments"]["shard_size"], index["instances"]
+    first, last = class_index * instances // size, ((class_index + 1) * instances - 1) // size
+    found = []
+    for entry in index["shards"][first:last + 1]:
+        try:
+            found += [r for r in list(wds_writer.read_jsonl(root / entry["jsonl"]))[1:] if r.get("class") == class_index]
+        except (OSError, ValueError):
+            continue  # reported by the hashing pass
+    return found
+
+
+def rerender_wds(report: Report, index: dict, module, config, count: int, progress: bool) -> None:
+    """Render `count` classes again and compare their PNG checksums and params with the .jsonl records."""
+    classes, instances = datasets.counts(module, config)
+    if (classes, instances) != (index["classes"], index["instances"]):
+        report.differing.append(f"rerender: the index lists {index['classes']} classes of {index['instances']}, "
+                                f"its arguments make {classes} of {instances}")
+    shared = {k: v for k, v in index.items() if k not in (*HEADER_KEYS, "classes", "instances", "samples", "shards")}
+    jobs = spread(min(classes, index["classes"]), count)
+    bits, compression = (index["arguments"][k] for k in PNG_ARGUMENTS)
+    for class_index in tqdm(jobs, unit="class", desc=f"re-rendering {report.root.name}", disable=not progress):
+        lines = []
+        try:
+            params, images = datasets.class_images(module, config, shared, class_index)
+            sums = [hashlib.sha256(generate.encode_image(image, bits, compression)).hexdigest() for image in images]
+        except (UserError, ValueError) as error:
+            lines.append(f"rerender: class {class_index}: cannot be re-rendered ({error})")
+        else:
+            records = class_records_wds(report.root, index, class_index)
+            recorded = [digest for r in sorted(records, key=lambda r: r["first_instance"]) for digest in r["sha256"]]
+            fresh = json.loads(json.dumps(params))
+            if recorded != sums:
+                lines.append(f"rerender: class {class_index}: its PNGs differ from the re-render")
+            if any(r.get("params") != fresh for r in records):
+                lines.append(f"rerender: class {class_index}: its recorded params differ from the re-render")
+        report.differing.extend(lines)
+        report.differing_classes += bool(lines)
+    report.rerendered = len(jobs)
+
+
+def verify_wds(root: Path, rerender: int, workers: int, progress: bool) -> Report:
+    index = load_index(root)
+    report = Report(root, classes=index["classes"])
+    module = config = None
+    if rerender:
+        module, config = render_setup(root, {**index, "arguments": {k: v for k, v in index["arguments"].items()
+                                                                    if k != "shard_size"}})
+    jobs = list(enumerate(index["shards"]))
+    context = (str(root), index["classes"], index["instances"], index["arguments"]["shard_size"])
+    bar = tqdm(total=index["samples"], unit="img", desc=f"checking {root.name}", disable=not progress, dynamic_ncols=True)
+    try:
+        workers = min(workers, max(1, len(jobs)))
+        if workers == 1:
+            _init_tars(*context)
+            consume(report, map(_check_tar, jobs), bar)
+        else:
+            with generate._pool_context().Pool(workers, _init_tars, context) as pool:
+                consume(report, pool.imap_unordered(_check_tar, jobs), bar)
+    finally:
+        bar.close()
+    report.files = index["samples"]
+    report.missing.sort()
+    report.changed.sort()
+    find_extra_wds(report, index)
+    if rerender:
+        made_by = (index.get("generator") or {}).get("version")
+        if made_by != __version__:
+            report.note = f" (made by onepfrac {made_by}, re-rendered by {__version__}: differences may come from that)"
+        rerender_wds(report, index, module, config, rerender, progress)
+    return report
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -389,6 +586,12 @@ def verify(root, rerender: int = 0, workers: int = 0, progress: bool = False) ->
     if workers < 0:
         raise UsageError(f"--workers {workers} must be 0 (all cores) or more")
     root = Path(root)
+    if root.is_dir() and (root / generate_shards.INDEX).exists():
+        return verify_wds(root, rerender, workers or available_cores(), progress)
+    if root.is_dir() and (root / generate_shards.WORK).is_dir() and not (root / generate.MANIFEST).exists():
+        raise UsageError(f"{root}: the sharded generation is unfinished ({generate_shards.WORK}/, no "
+                         f"{generate.MANIFEST} or {generate_shards.INDEX}); run every shard, then the same "
+                         f"command with --finalize")
     manifest = load_manifest(root)
     report = Report(root, classes=len(manifest["classes"]))
     workers = workers or available_cores()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Generate one dataset as a SLURM job array: each array task makes its own shard (docs/shards.md).
+#   sbatch --array=0-15 1p-frac_generator/generate_slurm_array.sh     # 16 shards, one node each
+#   FINALIZE=1 bash 1p-frac_generator/generate_slurm_array.sh          # once all tasks are done
+# The shard index and count come from SLURM_ARRAY_TASK_ID/_MIN/_COUNT; a killed or failed task
+# resumes where it stopped when resubmitted (sbatch --array=7 ...). Edit the variables or set them.
+#SBATCH --job-name=onepfrac-shards
+#SBATCH --nodes=1
+#SBATCH --exclusive
+set -euo pipefail
+BASE_SAVEDIR=${BASE_SAVEDIR:-./data}
+FORMAT=${FORMAT:-wds}                # wds: tar shards; folder: PNG folders + manifest.json
+SHARD_SIZE=${SHARD_SIZE:-1000}       # --format wds: samples per tar shard
+WORKERS=${WORKERS:-0}                # 0 = all cores of the task's node
+DATASET_ARGS=${DATASET_ARGS:---dataset fractaldb --classes 21000 --instances 1000}
+FINALIZE=${FINALIZE:-0}
+
+HERE="$(cd "$(dirname "${SLURM_SUBMIT_DIR:+$SLURM_SUBMIT_DIR/1p-frac_generator}" 2>/dev/null || dirname "$0")" && pwd)"
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+    if [ -x "$HERE/../.venv/bin/python" ]; then PYTHON="$HERE/../.venv/bin/python"; else PYTHON=python3; fi
+fi
+EXTRA=()
+if [ "$FORMAT" = wds ]; then EXTRA=(--shard-size "$SHARD_SIZE"); fi
+if [ "$FINALIZE" = 1 ]; then EXTRA+=(--finalize); fi
+# shellcheck disable=SC2086  # DATASET_ARGS is split into options on purpose
+exec "$PYTHON" -m onepfrac.generate $DATASET_ARGS --base-savedir "$BASE_SAVEDIR" --format "$FORMAT" \
+    --workers "$WORKERS" --no-progress "${EXTRA[@]}"
