@@ -90,15 +90,35 @@ def split(items: list, count: int, index: int) -> list:
     return items[index::count] if len(items) >= count else list(items)
 
 
-def share(steps: int, sizes: list[int]) -> list[int]:
-    """`steps` batches shared in proportion to `sizes` (largest remainders first), summing to `steps`:
-    a worker whose shards hold more samples yields more batches, so none skips or repeats many."""
+def share(wanted: int, sizes: list[int]) -> list[int]:
+    """`wanted` samples shared in proportion to `sizes` (largest remainders first), summing to `wanted`:
+    a worker whose shards hold more samples yields more, so none skips or repeats samples needlessly."""
     total = sum(sizes)
-    exact = [steps * size / total for size in sizes]
+    exact = [wanted * size / total for size in sizes]
     counts = [int(x) for x in exact]
-    for position in sorted(range(len(sizes)), key=lambda i: (counts[i] - exact[i], i))[:steps - sum(counts)]:
+    for position in sorted(range(len(sizes)), key=lambda i: (counts[i] - exact[i], i))[:wanted - sum(counts)]:
         counts[position] += 1
     return counts
+
+
+def rebatch(chunks, batch_size: int):
+    """Whole batches from the workers' chunks (each worker's last one is short): a full chunk passes
+    as it is, short ones are joined in arrival order."""
+    images, labels, held = [], [], 0
+    for chunk_images, chunk_labels in chunks:
+        if held == 0 and len(chunk_labels) == batch_size:
+            yield chunk_images, chunk_labels
+            continue
+        images.append(chunk_images)
+        labels.append(chunk_labels)
+        held += len(chunk_labels)
+        while held >= batch_size:
+            joined_images, joined_labels = torch.cat(images), torch.cat(labels)
+            yield joined_images[:batch_size], joined_labels[:batch_size]
+            images, labels = [joined_images[batch_size:]], [joined_labels[batch_size:]]
+            held -= batch_size
+            if held == 0:
+                images, labels = [], []
 
 
 def epoch_shards(shard_set: ShardSet, seed: int, epoch: int, rank: int, world_size: int) -> list[tuple[str, int]]:
@@ -131,7 +151,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         """(this worker's tar shards, how many samples it yields) in the current epoch."""
         rank_shards = epoch_shards(self.shard_set, self.seed, self.epoch, self.rank, self.world_size)
         parts = [split(rank_shards, workers, w) for w in range(workers)]
-        return parts[worker], share(self.steps, [sum(n for _, n in p) for p in parts])[worker] * self.batch_size
+        return parts[worker], share(self.steps * self.batch_size, [sum(n for _, n in p) for p in parts])[worker]
 
     def raw(self, worker: int, workers: int):
         """This worker's samples of the epoch, undecoded, from the shuffle buffer."""
@@ -179,13 +199,13 @@ def train_batches(shard_set: ShardSet, transform, batch_size: int, epochs: int, 
         raise DataError(f"--batch-size {batch_size} x {world_size} process(es) is more than the "
                         f"{len(shard_set) * repeats} images of one epoch: lower --batch-size or raise --repeats")
     stream = ShardStream(shard_set, transform, batch_size, steps, seed, rank, world_size, shuffle_buffer)
-    workers = min(workers, steps)  # a worker without a batch would only cost its start-up
+    workers = min(workers, len(shard_set.shards))  # a worker without a shard of its own would repeat others
 
     def batches():
         for epoch in range(start_epoch, epochs):
             stream.set_epoch(epoch)  # copied into the workers, which start afresh each epoch
             loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=workers,
                                                  pin_memory=pin_memory, prefetch_factor=4 if workers else None)
-            yield from loader
+            yield from rebatch(loader, batch_size)
 
     return batches(), steps
