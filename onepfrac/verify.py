@@ -114,8 +114,97 @@ def resume_command(root: Path, header_line: bytes) -> str | None:
     return " ".join(shlex.quote(w) for w in words)
 
 
+class Records:
+    """A manifest's class records, read from the file at each pass (never all held), with their counts."""
+
+    def __init__(self, path: Path, count: int, files: int, loaded: list | None = None):
+        self.path, self.count, self.files, self.loaded = path, count, files, loaded
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        if self.loaded is not None:
+            yield from self.loaded
+            return
+        for kind, value in stream_manifest(self.path):
+            if kind == "record":
+                yield value
+
+
+class Layout(ValueError):
+    """The manifest is not laid out as the generator writes it (indent 1, sorted keys)."""
+
+
+def stream_manifest(path: Path):
+    """("top", (key, value)) and ("record", class record) of a manifest in the generator's layout
+    (json.dumps(indent=1, sort_keys=True)), a record at a time; Layout where it is not."""
+    with open(path, "rb") as f:
+        if f.readline() != b"{\n":
+            raise Layout("first line")
+        member, record, in_classes, ended = [], None, False, False
+
+        def top():
+            text = b"".join(member).rstrip()
+            return json.loads(b"{" + (text[:-1] if text.endswith(b",") else text) + b"}").popitem()
+
+        for line in f:
+            if ended:
+                raise Layout("text after the end")
+            if in_classes:
+                if record is None and line == b"  {\n":
+                    record = [line]
+                elif record is not None and line in (b"  }\n", b"  },\n"):
+                    yield "record", json.loads(b"".join(record) + b"}")
+                    record = None
+                elif record is not None and line.startswith(b"   "):
+                    record.append(line)
+                elif record is None and line in (b" ]\n", b" ],\n"):
+                    in_classes = False
+                else:
+                    raise Layout("a record line")
+            elif line.startswith(b' "') or line == b"}\n":
+                if member:
+                    yield "top", top()
+                member = []
+                if line == b"}\n":
+                    ended = True
+                elif line == b' "classes": [\n':
+                    in_classes = True
+                elif not line.startswith(b' "classes": []'):
+                    member = [line]
+            elif member and line.startswith(b" "):  # its value's lines, the closing " }" included
+                member.append(line)
+            else:
+                raise Layout("a top-level line")
+        if not ended or in_classes:
+            raise Layout("truncated")
+
+
+def read_streamed(path: Path) -> dict | None:
+    """The manifest's top-level fields and its Records, checked record by record; None if the file
+    is not in the generator's layout (then it is read whole, with json's own error messages)."""
+    manifest, count, files = {}, 0, 0
+    try:
+        for kind, value in stream_manifest(path):
+            if kind == "top":
+                manifest[value[0]] = value[1]
+            else:
+                files += len(files_and_sums(value, count, path)[0])
+                count += 1
+    except (Layout, ValueError, UnicodeDecodeError):
+        return None
+    if "format" not in manifest:
+        return None
+    manifest["classes"] = Records(path, count, files)
+    return manifest
+
+
 def load_manifest(root: Path) -> dict:
-    """The folder's manifest, checked for what verify relies on; UsageError naming the problem."""
+    """The folder's manifest, checked for what verify relies on; UsageError naming the problem.
+
+    A manifest in the generator's layout is streamed: its `classes` are Records, read again at
+    each pass, so memory does not grow with the number of images."""
     if not root.exists():
         raise UsageError(f"DATASET_DIR {root} does not exist")
     if not root.is_dir():
@@ -126,25 +215,29 @@ def load_manifest(root: Path) -> dict:
             raise unfinished_error(root)
         raise UsageError(f"DATASET_DIR {root} is not a dataset folder: it has no {generate.MANIFEST}")
     try:
-        text = path.read_bytes()
+        manifest = read_streamed(path)
+        text = path.read_bytes() if manifest is None else None
     except OSError as error:
         raise UsageError(f"{path}: cannot read it ({error.strerror})") from None
-    try:
-        manifest = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
-        where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
-        raise UsageError(f"{path} is not valid JSON ({getattr(error, 'msg', error)}{where}): it is truncated or "
-                         f"garbled; move the folder away and generate the dataset again") from None
+    if manifest is None:
+        try:
+            manifest = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as error:
+            where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
+            raise UsageError(f"{path} is not valid JSON ({getattr(error, 'msg', error)}{where}): it is truncated or "
+                             f"garbled; move the folder away and generate the dataset again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != generate.FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise UsageError(f"{path} is not a onepfrac dataset manifest (format {found!r}, expected {generate.FORMAT!r})")
     arguments = manifest.get("arguments")
     if not isinstance(arguments, dict) or any(not isinstance(arguments.get(k), int) for k in PNG_ARGUMENTS):
         raise UsageError(f"{path}: 'arguments' must be an object holding png_bits and png_compression")
+    if isinstance(manifest.get("classes"), Records):
+        return manifest
     if not isinstance(manifest.get("classes"), list):
         raise UsageError(f"{path}: 'classes' must be a list of class records")
-    for position, record in enumerate(manifest["classes"]):
-        files_and_sums(record, position, path)
+    files = sum(len(files_and_sums(record, position, path)[0]) for position, record in enumerate(manifest["classes"]))
+    manifest["classes"] = Records(path, len(manifest["classes"]), files, loaded=manifest["classes"])
     return manifest
 
 
@@ -225,7 +318,7 @@ def batches(manifest: dict):
 
 
 def check_files(report: Report, manifest: dict, workers: int, progress: bool) -> None:
-    total = sum(len(datasets.record_files(r)) for r in manifest["classes"])
+    total = manifest["classes"].files
     workers = min(workers, max(1, -(-total // BATCH)))
     bar = tqdm(total=total, unit="file", desc=f"hashing {report.root.name}", disable=not progress, dynamic_ncols=True)
     try:
@@ -258,28 +351,80 @@ def parents(name: str):
         slash = name.find("/", slash + 1)
 
 
-def find_extra(report: Report, manifest: dict) -> None:
-    """Files and folders under the dataset folder that the manifest does not list."""
+class Unsorted(Exception):
+    """The manifest's files are not listed in path order, so they cannot be merged with a walk."""
+
+
+class Expected:
+    """The manifest's files as path-part tuples, one at a time, checked to come in sorted order."""
+
+    def __init__(self, manifest: dict):
+        self.names = (tuple(name.split("/")) for record in manifest["classes"] for name in datasets.record_files(record))
+        self.head = None
+        self.advance()
+
+    def advance(self) -> None:
+        previous, self.head = self.head, next(self.names, None)
+        if previous is not None and self.head is not None and self.head < previous:
+            raise Unsorted
+
+
+def extra_line(path: str, name: str) -> str | None:
+    """The line for a file the manifest does not list (None for manifest.json itself)."""
+    if path == generate.MANIFEST:
+        return None
+    if name.endswith(generate.TEMP_SUFFIX) or path == generate.PARTIAL:
+        return f"extra: {path} (unfinished: left by an interrupted generation; delete it, the manifest does not need it)"
+    return f"extra: {path} (not in the manifest)"
+
+
+def folder_line(path: str, directory: Path) -> str:
+    inside = sum(len(f) for _, _, f in os.walk(directory))
+    return f"extra: {path}/ (a folder the manifest does not list, {inside} file{'' if inside == 1 else 's'})"
+
+
+def extra_by_merge(directory: Path, prefix: tuple, expected: Expected) -> list[str]:
+    """Walk `directory` in sorted order beside the sorted expected names: memory is one path deep."""
+    own_folders, own_files, below = [], [], []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        parts = (*prefix, entry.name)
+        while expected.head is not None and expected.head < parts:
+            expected.advance()  # listed but absent: the hashing pass reports it
+        path = "/".join(parts)
+        if entry.is_dir():
+            head = expected.head
+            if head is not None and len(head) > len(parts) and head[:len(parts)] == parts:
+                below += extra_by_merge(Path(entry.path), parts, expected)
+            else:
+                own_folders.append(folder_line(path, Path(entry.path)))
+        elif expected.head == parts:
+            expected.advance()
+        elif (line := extra_line(path, entry.name)) is not None:
+            own_files.append(line)
+    return own_folders + own_files + below
+
+
+def extra_by_set(report: Report, manifest: dict) -> list[str]:
+    """The same lines from a set of every listed name, for a manifest whose files are not in path order."""
     expected = {name for record in manifest["classes"] for name in datasets.record_files(record)}
     folders = {parent for name in expected for parent in parents(name)}
-    top = os.path.join(str(report.root), "")
+    top, lines = os.path.join(str(report.root), ""), []
     for directory, subdirs, files in os.walk(top):
         prefix = os.path.join(directory[len(top):], "").replace(os.sep, "/").lstrip("/")  # "" or "a/b/"
-        for sub in sorted(subdirs):
-            if f"{prefix}{sub}" not in folders:
-                inside = sum(len(f) for _, _, f in os.walk(Path(directory) / sub))
-                report.extra.append(f"extra: {prefix}{sub}/ (a folder the manifest does not list, "
-                                    f"{inside} file{'' if inside == 1 else 's'})")
+        lines += [folder_line(f"{prefix}{sub}", Path(directory) / sub) for sub in sorted(subdirs)
+                  if f"{prefix}{sub}" not in folders]
         subdirs[:] = [s for s in subdirs if f"{prefix}{s}" in folders]
-        for name in sorted(files):
-            path = f"{prefix}{name}"
-            if path in expected or path == generate.MANIFEST:
-                continue
-            if name.endswith(generate.TEMP_SUFFIX) or path == generate.PARTIAL:
-                report.extra.append(f"extra: {path} (unfinished: left by an interrupted generation; "
-                                    f"delete it, the manifest does not need it)")
-            else:
-                report.extra.append(f"extra: {path} (not in the manifest)")
+        lines += [line for name in sorted(files) if f"{prefix}{name}" not in expected
+                  and (line := extra_line(f"{prefix}{name}", name)) is not None]
+    return lines
+
+
+def find_extra(report: Report, manifest: dict) -> None:
+    """Files and folders under the dataset folder that the manifest does not list."""
+    try:
+        report.extra.extend(extra_by_merge(report.root, (), Expected(manifest)))
+    except Unsorted:
+        report.extra.extend(extra_by_set(report, manifest))
 
 
 # ---------------------------------------------------------------- re-rendering
@@ -349,7 +494,8 @@ def rerender_classes(report: Report, manifest: dict, module, config, count: int,
     if classes != report.classes:
         report.differing.append(f"rerender: the manifest lists {report.classes} classes, its arguments make {classes}")
     shared = {k: v for k, v in manifest.items() if k not in (*HEADER_KEYS, "classes")}
-    jobs = [(i, manifest["classes"][i]) for i in spread(min(classes, report.classes), count)]
+    chosen = set(spread(min(classes, report.classes), count))
+    jobs = [(i, record) for i, record in enumerate(manifest["classes"]) if i in chosen]  # one streamed pass
     context = (manifest["dataset"], config, shared, *(manifest["arguments"][k] for k in PNG_ARGUMENTS), str(report.root))
     made_by = (manifest.get("generator") or {}).get("version")
     if made_by != __version__:

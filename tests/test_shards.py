@@ -322,3 +322,30 @@ def test_a_sigkilled_wds_shard_resumes_to_the_same_bytes(tmp_path):
     assert subprocess.run([*command, "--base-savedir", str(tmp_path / "run"), "--finalize"], env=env,
                           timeout=300).returncode == 0
     assert snapshot(only_dir(tmp_path / "run")) == snapshot(only_dir(tmp_path / "ref"))
+
+
+# ---------------------------------------------------------------- verify reads manifests record by record
+
+
+def test_verify_streams_the_generators_manifest_and_reads_any_other_layout_whole(tmp_path, capsys):
+    assert generate.main(["--base-savedir", str(tmp_path), *ONE_P, "--workers", "1"]) == 0
+    root = only_dir(tmp_path)
+    path = root / generate.MANIFEST
+    whole = json.loads(path.read_text())
+    streamed = verify.load_manifest(root)
+    assert streamed["classes"].loaded is None  # streamed, not held
+    assert list(streamed["classes"]) == whole["classes"] and len(streamed["classes"]) == 7
+    assert {k: v for k, v in streamed.items() if k != "classes"} == {k: v for k, v in whole.items() if k != "classes"}
+    (root / "stray.txt").write_text("x")
+    (root / "00003" / "00000.png.tmp").write_bytes(b"half")
+    lines = verify.verify(root).extra
+    path.write_text(json.dumps(whole))  # one line: not the generator's layout
+    assert verify.load_manifest(root)["classes"].loaded is not None
+    assert verify.verify(root).extra == lines
+    whole["classes"].reverse()  # files out of path order: found with a set instead of a merge
+    for position, record in enumerate(whole["classes"]):
+        record["index"] = position
+    path.write_text(json.dumps(whole, indent=1, sort_keys=True) + "\n")
+    assert sorted(verify.verify(root).extra) == sorted(lines)
+    assert lines == ["extra: stray.txt (not in the manifest)", "extra: 00003/00000.png.tmp (unfinished: left by an "
+                     "interrupted generation; delete it, the manifest does not need it)"]
