@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,10 @@ from onepfrac import datasets
 from onepfrac.datasets import visualatom as V
 
 TINY = dict(size=64, classes=2000, instances=4)
+PNOISE1_REFERENCE = Path(__file__).parent / "data" / "pnoise1_reference.json"
+# pnoise1 computes in float32 (|value| < 1, one ulp <= 1.2e-7): a few ulps of different rounding
+# stay under 1e-6, while one wrong lattice slope, or skipping its float32 input rounding, errs by > 1e-3
+PNOISE1_TOLERANCE = 1e-6
 
 
 def tiny(**changes) -> V.Config:
@@ -147,8 +152,27 @@ def test_perlin_noise_is_zero_on_the_lattice_bounded_and_periodic():
     samples = np.random.default_rng(0).random(5000) * V.NOISE_INPUT_MAX
     values = np.array([V.perlin1(u, V.PERLIN_PERMUTATION) for u in samples])
     assert np.all(np.abs(values) <= 0.96) and abs(values.mean()) < 0.02 and values.std() > 0.2
-    shifted = np.array([V.perlin1(u + 256.0, V.PERLIN_PERMUTATION) for u in samples[:100]])
-    assert np.allclose(shifted, values[:100], atol=1e-9)
+    # multiples of 1/1024 below 16384 are exact in float32, so u and u + 256 hit the same point
+    exact = np.round(samples[:100] * 1024) / 1024
+    shifted = np.array([V.perlin1(u + 256.0, V.PERLIN_PERMUTATION) for u in exact])
+    assert np.array_equal(shifted, [V.perlin1(u, V.PERLIN_PERMUTATION) for u in exact])
+
+
+def test_perlin_permutation_is_perlins_reference_table():
+    assert sorted(V.PERLIN_PERMUTATION.tolist()) == list(range(256))
+    assert V.PERLIN_PERMUTATION[:4].tolist() == [151, 160, 137, 91] and V.PERLIN_PERMUTATION[-1] == 180
+
+
+def test_perlin_noise_equals_the_recorded_pnoise1_values():
+    """The released renderer's noise.pnoise1(u) (defaults, one octave), recorded once by
+    tests/data/make_pnoise1_reference.py: every group of inputs within PNOISE1_TOLERANCE."""
+    reference = json.loads(PNOISE1_REFERENCE.read_text())
+    assert reference["arguments"] == {"octaves": 1, "persistence": 0.5, "lacunarity": 2.0, "repeat": 1024, "base": 0}
+    assert len(reference["groups"]["uniform_0_10000"]["inputs"]) >= 1000
+    for name, group in reference["groups"].items():
+        ours = np.array([V.perlin1(u, V.PERLIN_PERMUTATION) for u in group["inputs"]])
+        error = np.abs(ours - np.array(group["outputs"]))
+        assert error.max() <= PNOISE1_TOLERANCE, f"{name}: max |perlin1 - pnoise1| = {error.max():.3g}"
 
 
 @pytest.mark.parametrize("size", [16, 64])

@@ -42,9 +42,26 @@ REFERENCE_SIZE = 512  # the released canvas: all lengths below are in its pixels
 NOISE_INPUT_MAX = 10_000.0  # released: each vertex's noise input u ~ U(0, 10000)
 GRAY_LEVELS = 256  # released: each orbit's gray ~ U{0..255} (0 draws an invisible orbit)
 
-# Our own lattice hash for the Perlin noise: a fixed permutation of 0..255. Numpy's legacy
-# RandomState stream is frozen by numpy's compatibility policy, so this table never changes.
-PERLIN_PERMUTATION = np.random.RandomState(20230617).permutation(256).astype(np.int64)
+# Ken Perlin's reference permutation of 0..255 (his 2002 "Improved Noise" reference
+# implementation): the lattice hash of the `noise` package's pnoise1 the released renderer calls.
+PERLIN_PERMUTATION = np.array([
+    151, 160, 137, 91, 90, 15, 131, 13, 201, 95, 96, 53, 194, 233, 7, 225,
+    140, 36, 103, 30, 69, 142, 8, 99, 37, 240, 21, 10, 23, 190, 6, 148,
+    247, 120, 234, 75, 0, 26, 197, 62, 94, 252, 219, 203, 117, 35, 11, 32,
+    57, 177, 33, 88, 237, 149, 56, 87, 174, 20, 125, 136, 171, 168, 68, 175,
+    74, 165, 71, 134, 139, 48, 27, 166, 77, 146, 158, 231, 83, 111, 229, 122,
+    60, 211, 133, 230, 220, 105, 92, 41, 55, 46, 245, 40, 244, 102, 143, 54,
+    65, 25, 63, 161, 1, 216, 80, 73, 209, 76, 132, 187, 208, 89, 18, 169,
+    200, 196, 135, 130, 116, 188, 159, 86, 164, 100, 109, 198, 173, 186, 3, 64,
+    52, 217, 226, 250, 124, 123, 5, 202, 38, 147, 118, 126, 255, 82, 85, 212,
+    207, 206, 59, 227, 47, 16, 58, 17, 182, 189, 28, 42, 223, 183, 170, 213,
+    119, 248, 152, 2, 44, 154, 163, 70, 221, 153, 101, 155, 167, 43, 172, 9,
+    129, 22, 39, 253, 19, 98, 108, 110, 79, 113, 224, 232, 178, 185, 112, 104,
+    218, 246, 97, 228, 251, 34, 242, 193, 238, 210, 144, 12, 191, 179, 162, 241,
+    81, 51, 145, 235, 249, 14, 239, 107, 49, 192, 214, 31, 181, 199, 106, 157,
+    184, 84, 204, 176, 115, 121, 50, 45, 127, 4, 150, 254, 138, 236, 205, 93,
+    222, 114, 67, 29, 24, 72, 243, 141, 128, 195, 78, 66, 215, 61, 156, 180,
+], dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -188,27 +205,31 @@ def _gradient(hashed):
     # the `noise` package's pnoise1 convention (used by the released renderer): slopes 1..8
     # from the low three bits, or -1 when bit 3 is set
     if hashed & 8:
-        return -1.0
-    return (hashed & 7) + 1.0
+        return np.float32(-1.0)
+    return np.float32((hashed & 7) + 1)
 
 
 @numba.njit(cache=True)
 def perlin1(u, permutation):
-    """1-D gradient (Perlin) noise at u: zero at integers, period 256.
+    """1-D gradient (Perlin) noise at u, equal to the released renderer's `noise.pnoise1(u)`.
 
-    Lattice point i has slope g_i = gradient(permutation[i mod 256]); between i and i + 1,
-    with t = u - i and the quintic fade f(t) = 6t^5 - 15t^4 + 10t^3, the noise is
-    0.4 (g_i t + f(t) (g_{i+1} (t - 1) - g_i t)). The slopes and the 0.4 scale follow the
-    released renderer's noise, so values span about -0.9..0.9 with the same distribution
-    for u ~ U(0, 10000); the lattice hash is this module's own permutation.
+    Zero at integers, period 256. Lattice point i has slope g_i = gradient(permutation[i mod 256]);
+    between i and i + 1, with t = u - i and the quintic fade f(t) = 6t^5 - 15t^4 + 10t^3, the
+    noise is 0.4 (g_i t + f(t) (g_{i+1} (t - 1) - g_i t)). With PERLIN_PERMUTATION (Perlin's
+    table) this is pnoise1 with its defaults (one octave; its repeat=1024 is a multiple of
+    256, so it changes nothing). pnoise1 takes its argument as a C float and computes in
+    float32, so u is rounded to float32 first (skipping that would move values by up to
+    1.4e-3 for u ~ U(0, 10000)) and the arithmetic is float32 too: the recorded pnoise1
+    values in tests/data/pnoise1_reference.json are matched exactly.
     """
-    cell = math.floor(u)
-    t = u - cell
+    x = np.float32(u)  # pnoise1's C float argument: float32 resolution is ~1e-3 at 10000
+    cell = np.floor(x)
+    t = x - cell
     i = int(cell) & 255
     left = _gradient(permutation[i]) * t
-    right = _gradient(permutation[(i + 1) & 255]) * (t - 1.0)
-    fade = t * t * t * (t * (t * 6.0 - 15.0) + 10.0)
-    return 0.4 * (left + fade * (right - left))
+    right = _gradient(permutation[(i + 1) & 255]) * (t - np.float32(1.0))
+    fade = t * t * t * (t * (t * np.float32(6.0) - np.float32(15.0)) + np.float32(10.0))
+    return float((left + fade * (right - left)) * np.float32(0.4))
 
 
 @numba.njit(cache=True)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 import re
 
-import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from onepfrac.train.device_plan import Layer, Packet, Schedule, host_generator, uniform
 
@@ -71,7 +71,8 @@ def auto_contrast(x, _=None):
 
 
 def equalize(x, _=None):
-    return round_uint8(kornia.enhance.equalize(x / 255) * 255)
+    # torchvision's uint8 equalize is PIL's ImageOps.equalize pixel for pixel (measured on RGB and L)
+    return TF.equalize(x.to(torch.uint8)).to(x.dtype)
 
 
 def invert(x, _=None):

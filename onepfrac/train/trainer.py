@@ -91,7 +91,7 @@ def train_batches(args, dataset, context: Context, start_epoch: int):
             "raise --repeats")
     pipeline, why = data_module.choose_pipeline(args.data_pipeline, dataset, context.device)
     if pipeline == "device":
-        from onepfrac.train import device_data  # kornia and the device ops: only for this pipeline
+        from onepfrac.train import device_data  # the device ops: only for this pipeline
 
         on_device = device_data.to_device_dataset(dataset, context.device)
         log(context, f"data pipeline: device ({why}; {on_device.nbytes / 2**20:.1f} MiB)")
