@@ -1,7 +1,8 @@
 """Command line of the trainer: `python -m onepfrac.train {pretrain,finetune,eval} [-c FILE.yaml]`.
 
 The options, their YAML configs and their checks live in onepfrac.train.options (no torch);
-this is the entry point that checks them and hands them to onepfrac.train.trainer.run.
+this is the entry point that checks them, builds the model and the optimiser once on the meta
+device to check timm's names, and hands them to onepfrac.train.trainer.run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ from onepfrac.train.options import parse_args
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
+        if args.mode != "eval":  # eval takes its model from the checkpoint
+            from onepfrac.train.build import check_model, check_optimization
+
+            # timm's names and the model's constructor, before any data is decoded
+            check_optimization(args)
+            check_model(args)
+        if args.check_only:
+            from onepfrac.train.trainer import check_only
+
+            return check_only(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
