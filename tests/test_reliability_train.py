@@ -422,6 +422,29 @@ def test_bad_option_under_torchrun_is_reported_once_before_any_rank_starts(tmp_p
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # real torchrun, two ranks
+def test_bad_option_under_a_bare_torchrun_is_printed_by_rank_0_only(tmp_path, train_fractal):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("needs torchrun")
+    result = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "onepfrac.train",
+                             *map(str, tiny(train_fractal, tmp_path / "o", "--momentum", "nan"))],
+                            env=train_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert result.returncode != 0
+    assert result.stderr.count("error: --momentum: nan is not allowed") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_option_errors_of_ranks_other_than_0_are_left_to_rank_0(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    code, _, err = main(["pretrain", "--data-dir", tmp_path, "--lr", "inf"], capsys)
+    assert (code, err) == (2, "")
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = main(["pretrain", "--data-dir", tmp_path, "--lr", "inf"], capsys)
+    assert code == 2
+    one_error_line(err, "--lr: inf")
+
+
 # ---------------------------------------------------------------- real processes and signals
 
 def start_trainer(argv, pause=None) -> subprocess.Popen:

@@ -7,10 +7,25 @@ device to check timm's names, and hands them to onepfrac.train.trainer.run.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from onepfrac.errors import UserError
 from onepfrac.train.options import parse_args
+
+
+# The rank each launcher exports (torchrun, Open MPI, MPICH/Intel MPI, PMIx, Slurm).
+RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+def _other_rank() -> bool:
+    """Whether a launcher started this process as a rank other than 0: an option error, the same
+    on every rank, is then left to rank 0 to print, once."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "0")
+        if value.isdigit() and int(value) != 0:
+            return True
+    return False
 
 
 def main(argv=None) -> int:
@@ -27,7 +42,8 @@ def main(argv=None) -> int:
 
             return check_only(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if not _other_rank():
+            print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     from onepfrac.train.trainer import run
 
