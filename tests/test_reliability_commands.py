@@ -377,12 +377,18 @@ def test_second_sweep_on_the_same_out_is_refused_before_any_cell(tmp_path):
 def test_sweep_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
     grid = write_grid(tmp_path / "grid.yaml", axes={"dataset": ["scratch"], "seed": [0]})
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "grid.yaml"))
+    real = Path.write_text
 
-    monkeypatch.setattr(sweep_cli.runner.shutil, "copyfile", full)
+    def full(self, text, *args, **kwargs):
+        if tmp_path / "out" in self.parents:  # half the text lands, then the disk is full
+            real(self, text[:len(text) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
     code = sweep_cli.main([str(grid), "--out", str(tmp_path / "out"), "--no-progress"])
     assert_one_line((code, "", capsys.readouterr().err), 1, "No space left on device writing", "grid.yaml", "--out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".sweep.lock"]  # no half grid.yaml, no .tmp
 
 
 def guard_script(tmp_path, fallback: bool) -> str:

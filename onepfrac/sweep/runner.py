@@ -51,11 +51,19 @@ class SweepBusy(UserError):
 
 # ---------------------------------------------------------------- small file helpers
 
-def write_json(path: Path, data: dict) -> None:
-    """Atomic: a crash leaves the old record or the new one, never half of one."""
+def write_text(path: Path, text: str) -> None:
+    """Atomic: a crash or a full disk leaves the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
@@ -320,7 +328,7 @@ def run(grid: Grid, cells: list[Cell], out: Path, python: str = sys.executable, 
 
 def _run_locked(grid: Grid, cells: list[Cell], out: Path, python: str, say, progress: bool) -> int:
     if grid.path != (out / "grid.yaml").resolve():  # a record of what ran; never copied onto itself
-        shutil.copyfile(grid.path, out / "grid.yaml")
+        write_text(out / "grid.yaml", grid.path.read_text())
     todo = [c for c in cells if (read_json(out / "cells" / c.name / CELL_JSON) or {}).get("status") != "complete"]
     say(f"sweep {grid.name}: {len(cells)} cells, {len(cells) - len(todo)} already complete")
     failed = []
@@ -352,10 +360,10 @@ def aggregate(out: Path, progress: bool = True) -> list[dict]:
     rows = [results.row(r) for r in records]
     names = sorted({r.get("grid", "sweep") for r in records})
     title = f"Sweep {', '.join(names)}"
-    (out / "results.csv").write_text(results.csv_text(rows))
-    (out / "results.md").write_text(results.markdown(rows, title))
+    write_text(out / "results.csv", results.csv_text(rows))
+    write_text(out / "results.md", results.markdown(rows, title))
     (out / "figure").mkdir(exist_ok=True)
-    (out / "figure" / "top1.svg").write_text(results.svg(rows, title))
+    write_text(out / "figure" / "top1.svg", results.svg(rows, title))
     if progress:
         print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'figure' / 'top1.svg'}")
     return rows
