@@ -224,7 +224,7 @@ class Progress:
     def __init__(self, path: Path):
         self.path = path
         self.records: dict[int, dict] = {}
-        # a lock file beside the log (filelock truncates what it locks); the kernel drops the lock
+        # a lock file beside the log (a lock library may truncate what it locks); the kernel drops the lock
         # of a process that dies, so a killed run never blocks the next one
         self.lock = filelock.FileLock(str(path.with_name(LOCK)), timeout=0)
         try:
