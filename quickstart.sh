@@ -43,7 +43,7 @@ for START in scratch 1p-frac; do
     CKPT=()
     [ "$START" = scratch ] || CKPT=(--ckpt "$OUTPUT_DIR/pretrain/checkpoint_last.pth")
     $PY -m onepfrac.train finetune -c train/configs/finetune_cpu_digits.yaml --data-dir "$DIGITS" \
-        --output-dir "$OUTPUT_DIR/finetune_$START" "${CKPT[@]}"
+        --output-dir "$OUTPUT_DIR/finetune_$START" --resume auto "${CKPT[@]}"
 done
 $PY - "$OUTPUT_DIR" <<'PYTHON'
 import json, sys

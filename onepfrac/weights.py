@@ -14,7 +14,6 @@ so a file at the final path is always complete. Only the standard library does t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
 import errno
 import hashlib
@@ -31,6 +30,8 @@ import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+
+import filelock
 
 from onepfrac.errors import UsageError, UserError
 
@@ -241,21 +242,9 @@ def fetch(url: str, dest, size: int | None = None, sha256: str | None = None, pr
                             "to resume") from None
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path):
-    """An advisory lock between processes (and threads) on a lock file, left in place afterwards
-    (deleting it would let a waiting process lock a file that no longer has a name)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no locking, downloads in parallel processes may collide
-        yield
-        return
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+def _exclusive(lock_path: Path) -> filelock.FileLock:
+    """A lock between processes (and threads) on a lock file beside the download, portable (filelock)."""
+    return filelock.FileLock(str(lock_path))
 
 
 def _fetch_unlocked(url, dest: Path, size, sha256, progress, retries, timeout) -> Path:
