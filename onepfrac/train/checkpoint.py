@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
+import re
+import secrets
+import time
 import zipfile
 from pathlib import Path
 
@@ -25,8 +27,9 @@ import torch
 from onepfrac.errors import UserError
 from onepfrac.train.options import UsageError
 
-__all__ = ["CheckpointError", "FORMAT", "LAST", "checkpoint_name", "checkpoint_state", "find_resume",
-           "restore_training_state", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointError", "FORMAT", "LAST", "atomic_write", "checkpoint_name", "checkpoint_state",
+           "find_resume", "restore_training_state", "save_checkpoint", "load_checkpoint",
+           "sweep_temporaries"]
 
 FORMAT = "onepfrac-checkpoint/1"
 LAST = "checkpoint_last.pth"
@@ -99,28 +102,69 @@ def restore_training_state(resumed: dict, model, optimizer, scheduler, scaler=No
 # ---------------------------------------------------------------- files
 
 def save_checkpoint(path, state: dict) -> None:
-    """Write `state` to `path` atomically: a crash at any moment leaves the old file or the new one.
+    """Write `state` to `path` atomically: a crash at any moment leaves the old file or the new one."""
+    atomic_write(path, lambda stream: torch.save(state, stream))
 
-    The dict goes to a temporary file in the same directory (same file system, so the rename is
-    atomic), which is flushed and fsync'ed before `os.replace` puts it at `path`.
-    """
+
+# Temporary files are `.NAME.<token>.tmp` beside their target; a stale one (kill -9 mid-write)
+# is swept by the next run in that folder (`sweep_temporaries`).
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8,}\.tmp$")
+
+
+def atomic_write(path, write) -> None:
+    """Call `write(binary stream)` into a temporary file beside `path`, fsync it, then rename it
+    onto `path` (same file system, so the rename is atomic); the temporary file is removed on any
+    exception or signal turned into one (KeyboardInterrupt, the trainer's SIGTERM handler).
+
+    The file is created with mode 0o666 less the umask, as open() would: mkstemp's 0o600 would
+    make checkpoints unreadable to a group that reads every other file of the run."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as stream:
-            torch.save(state, stream)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        _test_pause()
         os.replace(temporary, path)
     except BaseException:
-        # KeyboardInterrupt included: never leave temporary files behind
         try:
             os.unlink(temporary)
         except FileNotFoundError:
             pass
         raise
     _fsync_directory(path.parent)
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write(path, lambda stream: stream.write(text.encode()))
+
+
+def _test_pause() -> None:
+    # Test-only: hold a finished temporary file this long before the rename, so a test can signal
+    # a trainer in the middle of a save.
+    seconds = os.environ.get("ONEPFRAC_TEST_SAVE_PAUSE")
+    if seconds:
+        time.sleep(float(seconds))
+
+
+def sweep_temporaries(directory) -> list[Path]:
+    """Remove the temporary files a killed writer left in `directory`; call it only while holding
+    the folder's run lock, so no live writer's file is taken."""
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        if _TEMPORARY.match(entry.name) and entry.is_file():
+            try:
+                entry.unlink()
+                removed.append(entry)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -157,6 +201,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a training checkpoint (a dict), found {type(state).__name__}")
     return state
+
+
+def read_progress(path) -> dict:
+    """A training checkpoint's `epoch` and `args` without reading its tensors (memory-mapped),
+    for the checks of --check-only on a checkpoint of any size."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, ValueError, OSError):  # not a zip checkpoint: read it in full
+        state = load_checkpoint(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a training checkpoint (a dict), found {type(state).__name__}")
+    return {"epoch": state.get("epoch"), "args": state.get("args")}
 
 
 def short_message(error: BaseException, limit: int = 160) -> str:

@@ -210,3 +210,24 @@ def all_reduce_sum(tensor: torch.Tensor, context: Context) -> torch.Tensor:
 def barrier(context: Context) -> None:
     if context.distributed:
         dist.barrier()
+
+
+def main_decides(context: Context, action):
+    """Run `action` on the main process only and make every process share its outcome: its
+    result on the main one, and its UserError raised on all (printed by the main one alone), so
+    a refusal that only rank 0 can see (the run folder's lock) ends every rank, not one."""
+    result, failure = None, None
+    if context.is_main:
+        try:
+            result = action()
+        except UserError as error:
+            failure = error
+    if context.distributed:
+        shared = [None if failure is None else (failure.exit_code, str(failure))]
+        dist.broadcast_object_list(shared, src=0)
+        if shared[0] is not None and failure is None:
+            failure = UserError(shared[0][1])
+            failure.exit_code = shared[0][0]
+    if failure is not None:
+        raise failure
+    return result

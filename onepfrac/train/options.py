@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -73,6 +75,19 @@ def model_kwarg(text: str) -> tuple[str, object]:
         return key, value
 
 
+def mixup_chunk(text: str):
+    """--mixup-chunk: a whole number of images, or `1/k` of the per-process batch (a config's
+    chunk then follows the batch a user sets instead of refusing it)."""
+    text = str(text).strip()
+    if re.fullmatch(r"1/[1-9][0-9]*", text):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of images or a fraction 1/k of --batch-size") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m onepfrac.train",
                            description="Pre-train, fine-tune or evaluate a timm model.")
@@ -128,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--weight-decay", type=float, default=None)
     optim.add_argument("--momentum", type=float, default=0.9)
     optim.add_argument("--opt-eps", type=float, default=1e-8)
-    optim.add_argument("--clip-grad", type=float, default=None)
+    optim.add_argument("--clip-grad", type=float, default=None,
+                       help="clip the gradient norm to this (> 0); 0 or unset: no clipping")
     optim.add_argument("--fused-opt", action=argparse.BooleanOptionalAction, default=False,
                        help="torch's fused (single-kernel) Adam/AdamW/SGD step; same maths, "
                             "fewer launches")
@@ -162,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--mixup-prob", type=float, default=1.0)
     augment.add_argument("--mixup-switch-prob", type=float, default=0.5)
     augment.add_argument("--mixup-mode", default="batch", help=either(MIXUP_MODES))
-    augment.add_argument("--mixup-chunk", type=int, default=0,
-                         help="one Mixup/CutMix lambda per this many images (0: per batch)")
+    augment.add_argument("--mixup-chunk", type=mixup_chunk, default=0,
+                         help="one Mixup/CutMix lambda per this many images (0: per batch), "
+                              "or 1/k: per k-th of --batch-size")
     augment.add_argument("--smoothing", type=float, default=0.1)
 
     run = parser.add_argument_group("run")
@@ -180,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-every", type=int, default=None, help="epochs between checkpoints")
     run.add_argument("--eval-every", type=int, default=1)
     run.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for the last one")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in an --output-dir that holds a run, deleting its "
+                          "checkpoints, metrics and summary")
+    run.add_argument("--check-only", action="store_true",
+                     help="check the options, the model and the output folder, then exit "
+                          "(0: a run would start); the drivers do this once before launching")
     run.add_argument("--stop-after", type=int, default=None,
                      help="end this process after this many epochs (checkpointed), keeping the "
                           "schedule of --epochs; continue with --resume auto (for job time limits)")
@@ -194,27 +217,99 @@ def _dest(key: str) -> str:
     return key.replace("-", "_")
 
 
+# A YAML 1.1 float needs a dot (`1.0e-3`); PyYAML reads `1e-3` as a string, accepted as the number.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+# Read and written as lists in a config; the rest of the file's values are scalars.
+_KWARG_DESTS = ("model_kwargs", "render_kwargs")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _config_value(action: argparse.Action, value, nullable: bool, where: str):
+    """`value` of `action`'s key checked (and only exponent strings converted) for its type, so
+    `batch_size: true` is refused instead of training with batch 1."""
+    def refuse(expected):
+        raise UsageError(f"{where}: {value!r} ({type(value).__name__}) is not allowed; "
+                         f"expected {expected}")
+
+    if value is None:
+        if not nullable:
+            refuse("a value (this key has no empty setting)")
+        return None
+    if action.dest in _KWARG_DESTS:
+        if isinstance(value, dict):
+            return [(str(k), v) for k, v in value.items()]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            try:
+                return [model_kwarg(item) for item in value]
+            except argparse.ArgumentTypeError as error:
+                raise UsageError(f"{where}: {error}") from None
+        refuse("a mapping such as {depth: 2} or a list of 'key=value' strings")
+    if action.nargs == 0:  # store_true and --x/--no-x flags
+        if not isinstance(value, bool):
+            refuse("true or false")
+        return value
+    if action.type is mixup_chunk:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return mixup_chunk(value)
+            except argparse.ArgumentTypeError:
+                pass
+        refuse("a whole number of images or a fraction 1/k of batch_size")
+    if action.type in (int, float):
+        def one(item):
+            if action.type is int:
+                if isinstance(item, int) and not isinstance(item, bool):
+                    return item
+                refuse("an integer" if action.nargs is None else f"a list of {action.nargs} integers")
+            if _is_number(item):
+                return float(item)
+            if isinstance(item, str) and _FLOAT_TEXT.fullmatch(item.strip()):
+                return float(item)
+            refuse("a number" if action.nargs is None else f"a list of {action.nargs} numbers")
+        if isinstance(action.nargs, int):
+            if not isinstance(value, list) or len(value) != action.nargs:
+                refuse(f"a list of {action.nargs} numbers")
+            return [one(item) for item in value]
+        return one(value)
+    if not isinstance(value, str):
+        refuse("a string (quote it)")
+    return value
+
+
 def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
     file = Path(path)
     if not file.is_file():
-        raise UsageError(f"--config: {path!r} does not exist")
+        raise UsageError(f"--config: {path!r} does not exist" if not file.exists()
+                         else f"--config: {path!r} is not a file")
     try:
         values = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UsageError(f"--config: {path!r} is not valid YAML ({error})") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = error.problem or error.context or "syntax error"
+        raise UsageError(f"--config {path}:{where} not valid YAML ({problem})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise UsageError(f"--config {path}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(values, dict):
         raise UsageError(f"--config: {path!r} must hold flat `key: value` pairs")
-    known = {action.dest for action in parser._actions} - {"help", "mode", "config"}
+    actions = {action.dest: action for action in parser._actions
+               if action.dest not in ("help", "mode", "config", "check_only", "overwrite")}
+    # An empty value is allowed where the option itself has none by default.
+    nullable = {action.dest for action in build_parser()._actions if action.default is None}
     config = {}
     for key, value in values.items():
         dest = _dest(str(key))
-        if dest not in known:
-            close = difflib.get_close_matches(dest, sorted(known), n=3)
+        if dest not in actions:
+            close = difflib.get_close_matches(dest, sorted(actions), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise UsageError(f"--config {path}: unknown key {key!r}{hint}")
-        if dest in ("model_kwargs", "render_kwargs") and isinstance(value, dict):
-            value = list(value.items())
-        config[dest] = value
+        config[dest] = _config_value(actions[dest], value, dest in nullable,
+                                     f"--config {path}: {key}")
     return config
 
 
@@ -248,7 +343,29 @@ def need_choice(choices, option: str, value) -> None:
     need(value in choices, option, value, f"expected {either(choices)}")
 
 
+def check_numbers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Every number option is a number of its type and finite (argparse takes `inf` and `nan`
+    as floats, and a YAML config can hold anything)."""
+    for action in parser._actions:
+        if action.type not in (int, float):
+            continue
+        value = getattr(args, action.dest, None)
+        name = action.option_strings[-1].lstrip("-")
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if item is None and not isinstance(value, (list, tuple)):
+                continue
+            if action.type is int:
+                need(isinstance(item, int) and not isinstance(item, bool), name, value,
+                     "expected an integer")
+            else:
+                need(_is_number(item) and math.isfinite(item), name, value,
+                     "expected a finite number")
+
+
 def validate(args: argparse.Namespace) -> None:
+    check_numbers(args, build_parser())
+
     def positive(name):
         value = getattr(args, _dest(name))
         need(isinstance(value, int) and value >= 1, name, value, "expected an integer >= 1")
@@ -267,12 +384,35 @@ def validate(args: argparse.Namespace) -> None:
                           (DATASETS, "dataset"), (LAUNCHERS, "launcher"), (CKPT_WHICH, "ckpt-which")):
         need_choice(choices, name, getattr(args, _dest(name)))
     need(args.lr is not None and args.lr > 0, "lr", args.lr, "expected a number > 0")
+    need(0 <= args.momentum < 1, "momentum", args.momentum, "expected a number in [0, 1)")
+    need(args.opt_eps > 0, "opt-eps", args.opt_eps, "expected a number > 0")
+    # 0 is off, as leaving it unset is: clipping to norm 0 would zero every gradient.
+    need(args.clip_grad is None or args.clip_grad >= 0, "clip-grad", args.clip_grad,
+         "expected a gradient norm > 0, or 0 for no clipping")
+    if args.clip_grad == 0:
+        args.clip_grad = None
+    need(all(s > 0 for s in args.std), "std", args.std, "expected three numbers > 0")
+    need(args.memory_limit_gb > 0, "memory-limit-gb", args.memory_limit_gb, "expected a number > 0")
+    need(args.color_jitter >= 0, "color-jitter", args.color_jitter, "expected a number >= 0")
+    need(0 <= args.model_ema_decay <= 1, "model-ema-decay", args.model_ema_decay,
+         "expected a number in [0, 1]")
+    need(0 <= args.seed < 2**31, "seed", args.seed, "expected an integer in [0, 2**31)")
+    need(args.eval_batch_size is None or args.eval_batch_size >= 1, "eval-batch-size",
+         args.eval_batch_size, "expected an integer >= 1")
+    need(not (args.overwrite and args.resume), "overwrite", args.overwrite,
+         f"--overwrite starts afresh, --resume {args.resume} continues: give one of them")
     need(args.weight_decay >= 0, "weight-decay", args.weight_decay, "expected a number >= 0")
     need(args.warmup_epochs >= 0, "warmup-epochs", args.warmup_epochs, "expected an integer >= 0")
     need(args.warmup_lr >= 0, "warmup-lr", args.warmup_lr, "expected a number >= 0")
     need(args.min_lr >= 0, "min-lr", args.min_lr, "expected a number >= 0")
     need(args.mixup >= 0, "mixup", args.mixup, "expected an alpha >= 0")
     need(args.cutmix >= 0, "cutmix", args.cutmix, "expected an alpha >= 0")
+    if isinstance(args.mixup_chunk, str):  # 1/k of the batch: follows --batch-size
+        parts = int(args.mixup_chunk.split("/")[1])
+        need(args.batch_size % parts == 0, "batch-size", args.batch_size,
+             f"--mixup-chunk {args.mixup_chunk} splits the batch into {parts} equal chunks, so "
+             f"--batch-size must be a multiple of {parts}")
+        args.mixup_chunk = args.batch_size // parts
     need(args.mixup_chunk >= 0, "mixup-chunk", args.mixup_chunk, "expected an integer >= 0")
     need_choice(MIXUP_MODES, "mixup-mode", args.mixup_mode)
     need(args.freeze_blocks >= 0, "freeze-blocks", args.freeze_blocks, "expected an integer >= 0")

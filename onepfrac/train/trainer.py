@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,13 +21,13 @@ from tqdm import tqdm
 
 from onepfrac import weights
 from onepfrac.cores import available_cores
-from onepfrac.errors import UserError
+from onepfrac.errors import UsageError, UserError
 from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
-from onepfrac.train import engine, pretrained
+from onepfrac.train import engine, pretrained, run_folder
 from onepfrac.train.build import (amp_dtype_for, create_mixup, create_model, create_optimizer,
                                   create_scheduler, freeze_blocks, scaled)
-from onepfrac.train.distributed import Context, barrier, setup, teardown
+from onepfrac.train.distributed import Context, barrier, main_decides, setup, teardown
 from onepfrac.train.metrics import METRICS, MetricsLog, PendingEpochs, log, trim_metrics
 from onepfrac.train.options import EVAL_FROM_CHECKPOINT
 
@@ -129,8 +132,30 @@ def experiment_name(args) -> str:
 
 # ---------------------------------------------------------------- entry point
 
+class Terminated(BaseException):
+    """SIGTERM (a job scheduler's or a launcher's stop) raised as an exception, so a checkpoint
+    being written removes its temporary file and the run folder's lock is released."""
+
+
+def _raise_terminated(signum, frame):
+    if os.getpid() != _raise_terminated.owner:  # a forked DataLoader worker: die as by default
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated
+
+
+def _catch_sigterm():
+    """Install the SIGTERM handler (main thread only, as Python allows); returns the previous one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _raise_terminated.owner = os.getpid()
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def run(args: argparse.Namespace) -> int:
     context = None
+    previous = _catch_sigterm()
     try:
         context = setup(args.launcher, args.device, args.world_size)
         if args.mode == "eval":
@@ -146,9 +171,52 @@ def run(args: argparse.Namespace) -> int:
         if context is None or context.is_main:
             print("interrupted; resume with --resume auto", file=sys.stderr)
         return 130
+    except Terminated:
+        if context is None or context.is_main:
+            print("terminated (SIGTERM); resume with --resume auto", file=sys.stderr)
+        return 143
     finally:
         if context is not None:
             teardown(context)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def resume_state(args, light: bool = False):
+    """(path, checkpoint, finished) of the run --resume continues, or (None, None, False).
+
+    Refuses an --epochs other than the run's: its schedule spans the run's epochs, so a resumed
+    run with fewer would train nothing and one with more would not follow the schedule.
+    `light` reads only what the checks need (memory-mapped), for --check-only."""
+    path = ckpt.find_resume(args.resume, args.output_dir)
+    if path is None:
+        return None, None, False
+    state = ckpt.read_progress(path) if light else ckpt.load_checkpoint(path)
+    done = state.get("epoch")
+    planned = (state.get("args") or {}).get("epochs")
+    if isinstance(planned, int) and planned != args.epochs:
+        raise UsageError(f"--epochs {args.epochs} does not match the {planned} epochs of the run "
+                         f"being resumed ({path}, {done} done); resume with --epochs {planned}, "
+                         "or start afresh in another --output-dir")
+    finished = isinstance(done, int) and done >= args.epochs
+    return path, state, finished
+
+
+def check_only(args) -> int:
+    """--check-only: every check a run makes before its work, in this one process; writes nothing.
+    Returns 0 when a run would start (or would find its run already finished)."""
+    if args.mode == "eval":
+        return 0
+    for option, value in (("data-dir", args.data_dir), ("train-dir", args.train_dir),
+                          ("val-dir", args.val_dir)):
+        if value and args.dataset == "folder" and not (args.render and option == "data-dir") \
+                and not Path(value).exists():
+            raise UsageError(f"--{option}: {value!r} does not exist")
+    run_folder.output_dir(args)
+    _, _, finished = resume_state(args, light=True)
+    if not finished:
+        run_folder.probe(args)
+    return 0
 
 
 def load_weights(args, model, context: Context) -> None:
@@ -159,7 +227,25 @@ def load_weights(args, model, context: Context) -> None:
 
 
 def train(args, context: Context) -> int:
-    output_dir = Path(args.output_dir)
+    output_dir = run_folder.output_dir(args)
+    resume, resumed, finished = resume_state(args)
+    if finished:  # nothing to train, and nothing of the run is touched
+        log(context, f"{resume}: this run has already finished its {resumed['epoch']} epochs; "
+                     f"nothing to do (results in {output_dir / run_folder.SUMMARY})")
+        return 0
+    # Read-only here (nothing is written before the data and the model are ready); the lock is
+    # taken at the first write, below, where these checks are made again under it.
+    main_decides(context, lambda: run_folder.probe(args))
+    claimed = []
+    try:
+        return train_in(args, context, output_dir, resumed, claimed)
+    finally:
+        for lock in claimed:
+            lock.release()
+
+
+def train_in(args, context: Context, output_dir: Path, resumed: dict | None, claimed: list) -> int:
+    """The run itself (train); the run folder's lock goes to `claimed`, for train to release."""
     data_module.seed_everything(args.seed + context.rank)
     train_set, val_set, num_classes = open_datasets(args, context)
     model = create_model(args, num_classes)
@@ -168,8 +254,6 @@ def train(args, context: Context) -> int:
     if args.freeze_blocks:
         freeze_blocks(model, args.freeze_blocks)
     amp_dtype = amp_dtype_for(args, context.device)
-    resume = ckpt.find_resume(args.resume, args.output_dir)
-    resumed = ckpt.load_checkpoint(resume) if resume else None
 
     model.to(context.device)
     if args.channels_last:
@@ -197,8 +281,14 @@ def train(args, context: Context) -> int:
     loss_fn = engine.make_loss(mixup_fn is not None, args.smoothing)
     val = eval_loader(args, val_set, context) if val_set is not None else None
 
+    lock = main_decides(context, lambda: run_folder.claim(args))
+    if lock is not None:
+        claimed.append(lock)
     if context.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        if args.overwrite:
+            run_folder.clear_previous_run(output_dir)
+        run_folder.write_args(output_dir, args)
         if resumed:
             trim_metrics(output_dir / METRICS, start_epoch)
         elif (output_dir / METRICS).exists():
@@ -284,7 +374,7 @@ def train(args, context: Context) -> int:
     if not summary["replicas_identical"]:
         log(context, "warning: the model's copies differ between processes after training")
     if context.is_main:
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        ckpt.atomic_write_text(output_dir / run_folder.SUMMARY, json.dumps(summary, indent=2) + "\n")
         if best["acc1"] is not None:
             log(context, f"best val top-1 {best['acc1']:.2f} at epoch {best['epoch']}; "
                          f"last {last_epoch_stats.get('val_acc1', math.nan):.2f}")
