@@ -45,9 +45,9 @@ DATASETS = ("fractaldb", "visualatom")
 
 
 def generate(args: list[str], env=None) -> float:
-    """Seconds of `python -m onepfrac.generate_shards ARGS` (start-up included, as a user sees it)."""
+    """Seconds of `python -m onepfrac.generate ARGS` (start-up included, as a user sees it)."""
     start = time.perf_counter()
-    result = subprocess.run([PYTHON, "-m", "onepfrac.generate_shards", *map(str, args), "--no-progress"],
+    result = subprocess.run([PYTHON, "-m", "onepfrac.generate", *map(str, args), "--no-progress"],
                             cwd=REPO, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"generation failed: {result.stderr.strip()}")
@@ -60,7 +60,7 @@ def folder_bytes(root: Path) -> int:
 
 def timed(name: str, fmt: str, classes: int, instances: int, workers: int, base: Path) -> tuple[float, int]:
     """(seconds, bytes on disk) of one generation in this process, whose kernels are already compiled."""
-    from onepfrac import datasets, generate as folders, generate_shards
+    from onepfrac import datasets, generate as folders
 
     module = datasets.load(name)
     config = datasets.make_config(module, {"classes": classes, "instances": instances})
@@ -71,7 +71,7 @@ def timed(name: str, fmt: str, classes: int, instances: int, workers: int, base:
         options = argparse.Namespace(format="wds", shard_size=100, base_savedir=str(base), png_bits=8,
                                      png_compression=1, finalize=False, num_shards=1, shard_index=0,
                                      workers=workers, no_progress=True)
-        root, _ = generate_shards.run(module, config, name, options, environ={})
+        root, _ = folders.generate_sharded(module, config, name, options, environ={})
     seconds = time.perf_counter() - start
     size = folder_bytes(root)
     shutil.rmtree(base)
@@ -157,7 +157,7 @@ def peak(command: list) -> tuple[float, float]:
 def memory(work: Path, images: int) -> None:
     print(f"== peak memory on {images:,} images (1p-frac, 32 px, 500 points)")
     tiny = ["--samples", images, "--size", 32, "--points", 500, "--pad", 2, "--no-progress"]
-    gen = [PYTHON, "-m", "onepfrac.generate_shards", *tiny]
+    gen = [PYTHON, "-m", "onepfrac.generate", *tiny]
     workers = ["--workers", available_cores()]
     mib, seconds = peak([*gen, "--base-savedir", work / "one", *workers, "--num-shards", 1])
     print(f"one-process folder generation (records held, manifest.json at the end): {mib:7.0f} MiB, {seconds:6.1f} s")

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 import filelock
 from tqdm import tqdm
 
-from onepfrac import __version__, datasets, generate, generate_shards, wds_writer
+from onepfrac import __version__, datasets, generate, wds_writer
 from onepfrac.cores import available_cores
 from onepfrac.datasets.interface import flag
 from onepfrac.errors import UsageError, UserError
@@ -544,7 +544,7 @@ def rerender_classes(report: Report, manifest: dict, module, config, count: int,
 
 def load_index(root: Path) -> dict:
     """A --format wds folder's index.json, checked for what verify relies on."""
-    path = root / generate_shards.INDEX
+    path = root / generate.INDEX
     try:
         index = json.loads(path.read_bytes())
     except OSError as error:
@@ -552,10 +552,10 @@ def load_index(root: Path) -> dict:
     except (ValueError, UnicodeDecodeError) as error:
         raise UsageError(f"{path} is not valid JSON ({getattr(error, 'msg', error)}): it is truncated or garbled; "
                          f"run the generator again with --finalize") from None
-    if not isinstance(index, dict) or index.get("format") != generate_shards.WDS_FORMAT:
+    if not isinstance(index, dict) or index.get("format") != generate.WDS_FORMAT:
         found = index.get("format") if isinstance(index, dict) else type(index).__name__
         raise UsageError(f"{path} is not a onepfrac WebDataset index (format {found!r}, "
-                         f"expected {generate_shards.WDS_FORMAT!r})")
+                         f"expected {generate.WDS_FORMAT!r})")
     arguments = index.get("arguments")
     if not isinstance(arguments, dict) or any(not isinstance(arguments.get(k), int)
                                               for k in (*PNG_ARGUMENTS, "shard_size")):
@@ -588,7 +588,7 @@ def _check_tar(job: tuple[int, dict]) -> tuple[int, list[tuple[str, str]]]:
     actual = sha256_file(root / tar)
     if actual != entry["sha256"]:
         return entry["samples"], [("changed", f"changed: {tar} (sha256 {actual[:12]}... on disk, "
-                                              f"{entry['sha256'][:12]}... in {generate_shards.INDEX})")]
+                                              f"{entry['sha256'][:12]}... in {generate.INDEX})")]
     expected, problems = {}, []  # member name -> its sha256 (.png), bytes (.cls) or (class, instance) (.json)
     start = number * _SHARDS["shard_size"]
     try:
@@ -596,7 +596,7 @@ def _check_tar(job: tuple[int, dict]) -> tuple[int, list[tuple[str, str]]]:
         head = next(records)
         if {k: head.get(k) for k in ("tar", "bytes", "sha256", "samples")} != \
                 {k: entry[k] for k in ("tar", "bytes", "sha256", "samples")}:
-            problems.append(("changed", f"changed: {jsonl} describes another tar than {generate_shards.INDEX} lists"))
+            problems.append(("changed", f"changed: {jsonl} describes another tar than {generate.INDEX} lists"))
         for record in records:
             first = record["first_instance"]
             for offset, (key, digest) in enumerate(zip(record["keys"], record["sha256"])):
@@ -649,16 +649,16 @@ def _meta_matches(data: bytes, class_index: int, instance: int) -> bool:
 
 def find_extra_wds(report: Report, index: dict) -> None:
     """Files under a --format wds folder that index.json does not list."""
-    listed = {name for entry in index["shards"] for name in (entry["tar"], entry["jsonl"])} | {generate_shards.INDEX}
+    listed = {name for entry in index["shards"] for name in (entry["tar"], entry["jsonl"])} | {generate.INDEX}
     for path in sorted(report.root.iterdir()):
         name = path.name
         if name in listed:
             continue
-        if name.endswith(generate.TEMP_SUFFIX) or name == generate_shards.WORK:
+        if name.endswith(generate.TEMP_SUFFIX) or name == generate.SHARD_WORK:
             report.extra.append(f"extra: {name}{'/' if path.is_dir() else ''} (unfinished: left by an interrupted "
                                 f"generation; delete it, the index does not need it)")
         else:
-            report.extra.append(f"extra: {name}{'/' if path.is_dir() else ''} (not in {generate_shards.INDEX})")
+            report.extra.append(f"extra: {name}{'/' if path.is_dir() else ''} (not in {generate.INDEX})")
 
 
 def class_records_wds(root: Path, index: dict, class_index: int) -> list[dict]:
@@ -745,11 +745,11 @@ def verify(root, rerender: int = 0, workers: int = 0, progress: bool = False) ->
     if workers < 0:
         raise UsageError(f"--workers {workers} must be 0 (all cores) or more")
     root = Path(root)
-    if root.is_dir() and (root / generate_shards.INDEX).exists():
+    if root.is_dir() and (root / generate.INDEX).exists():
         return verify_wds(root, rerender, workers or available_cores(), progress)
-    if root.is_dir() and (root / generate_shards.WORK).is_dir() and not (root / generate.MANIFEST).exists():
-        raise UsageError(f"{root}: the sharded generation is unfinished ({generate_shards.WORK}/, no "
-                         f"{generate.MANIFEST} or {generate_shards.INDEX}); run every shard, then the same "
+    if root.is_dir() and (root / generate.SHARD_WORK).is_dir() and not (root / generate.MANIFEST).exists():
+        raise UsageError(f"{root}: the sharded generation is unfinished ({generate.SHARD_WORK}/, no "
+                         f"{generate.MANIFEST} or {generate.INDEX}); run every shard, then the same "
                          f"command with --finalize")
     manifest = load_manifest(root)
     report = Report(root, classes=len(manifest["classes"]))

@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, snapshot
-from onepfrac import generate, generate_shards, shards, verify, wds_writer
+from onepfrac import generate, shards, verify, wds_writer
 from onepfrac.errors import UsageError
 
 ONE_P = ["--samples", "7", "--size", "32", "--points", "500", "--pad", "2", "--no-progress"]
@@ -26,7 +27,7 @@ NO_LAUNCHER: dict = {}
 
 def gen(base, args, *extra, workers=1, environ=NO_LAUNCHER) -> int:
     argv = ["--base-savedir", str(base), *args, "--workers", str(workers), *map(str, extra)]
-    return generate_shards.main(argv, environ=environ)
+    return generate.main(argv, environ=environ)
 
 
 def only_dir(base) -> Path:
@@ -164,10 +165,10 @@ def test_a_shard_with_other_settings_is_refused_before_any_work(tmp_path, capsys
     other = [*ONE_P, "--png-compression", "9"]
     root = only_dir(tmp_path / "x")
     capsys.readouterr()
-    assert generate_shards.main(["--base-savedir", str(tmp_path / "x"), *other, "--num-shards", "2",
+    assert generate.main(["--base-savedir", str(tmp_path / "x"), *other, "--num-shards", "2",
                                  "--shard-index", "1", "--workers", "1"], environ={}) == 2
     assert "--png-compression 1 (on disk) vs 9 (now)" in capsys.readouterr().err
-    assert not (root / generate_shards.WORK / generate_shards.log_name(1, 2, False)).exists()
+    assert not (root / generate.SHARD_WORK / generate.log_name(1, 2, False)).exists()
 
 
 def test_an_interrupted_folder_shard_resumes_to_the_same_bytes(tmp_path, monkeypatch, capsys):
@@ -186,7 +187,7 @@ def test_an_interrupted_folder_shard_resumes_to_the_same_bytes(tmp_path, monkeyp
     monkeypatch.setattr(generate, "_make_class", real)
     root = only_dir(tmp_path / "run")
     assert list(root.rglob("*.tmp")) == []
-    log = root / generate_shards.WORK / generate_shards.log_name(1, 2, False)
+    log = root / generate.SHARD_WORK / generate.log_name(1, 2, False)
     assert log.read_bytes().count(b"\n") == 3  # the header and two classes
     with open(log, "ab") as f:
         f.write(b'{"index": 5, "cut by a ki')  # a torn last line, as SIGKILL leaves it
@@ -208,7 +209,7 @@ def test_wds_bytes_do_not_depend_on_shard_count_or_workers(tmp_path, args):
     assert gen(tmp_path / "three", args, "--format", "wds", "--shard-size", 4, "--finalize") == 0
     one = snapshot(only_dir(tmp_path / "one"))
     assert snapshot(only_dir(tmp_path / "three")) == one
-    index = json.loads(one[generate_shards.INDEX])
+    index = json.loads(one[generate.INDEX])
     assert [e["samples"] for e in index["shards"]] == [4] * (index["samples"] // 4) + (
         [index["samples"] % 4] if index["samples"] % 4 else [])
     assert verify.verify(only_dir(tmp_path / "one"), rerender=3).ok
@@ -244,7 +245,7 @@ def test_wds_finalize_names_the_generation_shards_whose_tars_are_missing(tmp_pat
 
 def test_an_interrupted_wds_shard_resumes_without_temporary_files(tmp_path, monkeypatch):
     assert gen(tmp_path / "reference", ONE_P, "--format", "wds", "--shard-size", 2) == 0
-    real, done = generate_shards._make_tar, []
+    real, done = generate._make_tar, []
 
     def make_tar(index):
         if len(done) == 2:
@@ -253,9 +254,9 @@ def test_an_interrupted_wds_shard_resumes_without_temporary_files(tmp_path, monk
         done.append(index)
         return real(index)
 
-    monkeypatch.setattr(generate_shards, "_make_tar", make_tar)
+    monkeypatch.setattr(generate, "_make_tar", make_tar)
     assert gen(tmp_path / "run", ONE_P, "--format", "wds", "--shard-size", 2) == 130
-    monkeypatch.setattr(generate_shards, "_make_tar", real)
+    monkeypatch.setattr(generate, "_make_tar", real)
     root = only_dir(tmp_path / "run")
     assert len(list(root.glob("*.jsonl"))) == 2 and list(root.glob("*.tmp")) == []
     (root / "1p-frac-000003.tar.tmp").write_bytes(b"left by SIGKILL")
@@ -272,9 +273,9 @@ def test_verify_finds_a_damaged_member_in_a_tar_shard(tmp_path, capsys):
     members = [(n, b"7" if n.endswith(".cls") else d) for n, d in members]
     data = wds_writer.tar_bytes(members)
     tar.write_bytes(data)
-    index = json.loads((root / generate_shards.INDEX).read_text())
+    index = json.loads((root / generate.INDEX).read_text())
     index["shards"][1].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (root / generate_shards.INDEX).write_text(json.dumps(index))
+    (root / generate.INDEX).write_text(json.dumps(index))
     (root / "1p-frac-000001.jsonl").write_text("\n".join(
         [json.dumps({**json.loads(line), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
          if number == 0 else line for number, line in enumerate((root / "1p-frac-000001.jsonl").read_text().splitlines())])
@@ -305,7 +306,7 @@ def test_the_example_drivers_are_valid_shell():
 def test_a_sigkilled_wds_shard_resumes_to_the_same_bytes(tmp_path):
     args = ["--samples", "40", "--size", "128", "--points", "300000", "--pad", "2", "--no-progress", "--workers", "1",
             "--format", "wds", "--shard-size", "2"]
-    command = [sys.executable, "-m", "onepfrac.generate_shards", *args]
+    command = [sys.executable, "-m", "onepfrac.generate", *args]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID")}
     assert subprocess.run([*command, "--base-savedir", str(tmp_path / "ref")], env=env, timeout=300).returncode == 0
     proc = subprocess.Popen([*command, "--base-savedir", str(tmp_path / "run"), "--num-shards", "2",
@@ -349,3 +350,22 @@ def test_verify_streams_the_generators_manifest_and_reads_any_other_layout_whole
     assert sorted(verify.verify(root).extra) == sorted(lines)
     assert lines == ["extra: stray.txt (not in the manifest)", "extra: 00003/00000.png.tmp (unfinished: left by an "
                      "interrupted generation; delete it, the manifest does not need it)"]
+
+
+@pytest.mark.slow  # a real mpiexec
+def test_the_mpiexec_driver_makes_what_one_process_makes(tmp_path):
+    found = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+    if found is None:
+        pytest.skip("no mpiexec")
+    args = "--samples 6 --size 32 --points 500 --pad 2"
+    assert generate.main(["--base-savedir", str(tmp_path / "one"), *args.split(), "--workers", "1", "--format", "wds",
+                          "--shard-size", "2", "--no-progress"], environ={}) == 0
+    launcher = f"{found} --oversubscribe --bind-to none" + (" --allow-run-as-root" if os.geteuid() == 0 else "")
+    env = {**os.environ, "PYTHON": sys.executable, "BASE_SAVEDIR": str(tmp_path / "mpi"), "NP": "2", "WORKERS": "1",
+           "SHARD_SIZE": "2", "DATASET_ARGS": args, "MPIEXEC": launcher.split()[0], "OMP_NUM_THREADS": "1"}
+    script = REPO / "1p-frac_generator" / "generate_mpiexec.sh"
+    text = script.read_text().replace('"$MPIEXEC" -n', f'{launcher} -n')  # the test's own mpiexec options
+    (tmp_path / "driver.sh").write_text(text.replace('HERE="$(cd "$(dirname "$0")" && pwd)"', f'HERE="{script.parent}"'))
+    result = subprocess.run(["bash", str(tmp_path / "driver.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(only_dir(tmp_path / "mpi")) == snapshot(only_dir(tmp_path / "one"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from onepfrac import generate, generate_shards
+from onepfrac import generate
 from onepfrac.train import data, wds_data
 
 ARGS = ["--samples", "12", "--size", "32", "--points", "500", "--pad", "2", "--no-progress", "--workers", "1"]
@@ -23,7 +23,7 @@ def pixels(image) -> torch.Tensor:
 def both(tmp_path_factory):
     """(wds folder with tar shards of 3, image folder) of the same 12-image 1p-frac."""
     base = tmp_path_factory.mktemp("train_wds")
-    assert generate_shards.main(["--base-savedir", str(base / "wds"), *ARGS, "--format", "wds", "--shard-size", "3"],
+    assert generate.main(["--base-savedir", str(base / "wds"), *ARGS, "--format", "wds", "--shard-size", "3"],
                                 environ={}) == 0
     assert generate.main(["--base-savedir", str(base / "folder"), *ARGS]) == 0
     (wds,) = (base / "wds").iterdir()
