@@ -106,3 +106,52 @@ def test_gray_and_one_bit_pngs_decode_to_rgb_as_the_folder_loader_gives_them():
     Image.fromarray(np.array([[0, 255]], dtype=np.uint8)).save(buffer, format="PNG")
     image, label = wds_data.decode({"png": buffer.getvalue(), "cls": b"4"})
     assert image.mode == "RGB" and label == 4 and np.asarray(image)[0, 1].tolist() == [255, 255, 255]
+
+
+# ---------------------------------------------------------------- the trainer end to end
+
+import re  # noqa: E402
+
+from conftest import LIGHT_RECIPE, TINY_MODEL, read_metrics, run_train  # noqa: E402
+
+
+def summary_line(stdout: str) -> str:
+    """'pretrain: MODEL on N images, C classes, ... S steps/epoch' without the device and timing."""
+    line = next(line for line in stdout.splitlines() if line.startswith("pretrain: "))
+    return re.sub(r"lr [0-9.e-]+", "", line)
+
+
+@pytest.mark.slow  # trains end to end
+def test_training_on_shards_sees_the_folders_classes_and_samples_and_resumes_exactly(both, tmp_path):
+    wds, folder = both
+    common = ["pretrain", *TINY_MODEL, *LIGHT_RECIPE, "--batch-size", "4", "--data-pipeline", "loader",
+              "--save-every", "1"]
+    on_folder = run_train([*common, "--data-dir", folder, "--epochs", "2", "--output-dir", tmp_path / "folder"])
+    on_shards = run_train([*common, "--dataset", "wds", "--data-dir", wds, "--shuffle-buffer", "4", "--epochs", "2",
+                           "--output-dir", tmp_path / "wds"])
+    assert on_folder.returncode == 0 and on_shards.returncode == 0, on_folder.stderr + on_shards.stderr
+    assert summary_line(on_shards.stdout) == summary_line(on_folder.stdout)
+    assert "on 12 images, 12 classes" in on_shards.stdout and "3 steps/epoch" in on_shards.stdout
+    part = tmp_path / "part"
+    stopped = run_train([*common, "--dataset", "wds", "--data-dir", wds, "--shuffle-buffer", "4", "--epochs", "2",
+                         "--stop-after", "1", "--output-dir", part])
+    assert stopped.returncode == 0, stopped.stderr
+    resumed = run_train([*common, "--dataset", "wds", "--data-dir", wds, "--shuffle-buffer", "4", "--epochs", "2",
+                         "--resume", "auto", "--output-dir", part])
+    assert resumed.returncode == 0 and "resuming after epoch 1" in resumed.stdout, resumed.stderr
+
+    def untimed(records):
+        return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
+    assert untimed(read_metrics(part)) == untimed(read_metrics(tmp_path / "wds"))
+
+
+def test_the_trainer_refuses_wds_outside_pretraining_and_with_the_device_pipeline(both, tmp_path):
+    from onepfrac.errors import UserError
+    from onepfrac.train import options
+
+    with pytest.raises(UserError, match="--dataset wds reads pre-training shards; finetune"):
+        options.parse_args(["finetune", "--dataset", "wds", "--data-dir", str(both[0])])
+    with pytest.raises(UserError, match="--data-pipeline: 'device' is not allowed; --dataset wds streams"):
+        options.parse_args(["pretrain", "--dataset", "wds", "--data-dir", str(both[0]), "--data-pipeline", "device"])
+    with pytest.raises(UserError, match="--shuffle-buffer: 0 is not allowed"):
+        options.parse_args(["pretrain", "--dataset", "wds", "--data-dir", str(both[0]), "--shuffle-buffer", "0"])
