@@ -56,8 +56,8 @@ class DataError(UserError, ValueError):
 
 
 def _unreadable(path, error: BaseException) -> DataError:
-    return DataError(f"{path}: not a readable image ({short_message(error)}); remove or replace "
-                     "the file")
+    reason = short_message(error).replace(f" {str(path)!r}", "")  # PIL repeats the path
+    return DataError(f"{path}: not a readable image ({reason}); remove or replace the file")
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -68,8 +68,9 @@ def open_datasets(args, context: Context):
             f"--num-classes {args.num_classes} does not match the {len(classes)} classes "
             f"found in {str(where)!r}")
     if train is not None and val is not None and len(val.classes) != len(classes):
-        raise data_module.DataError(f"the validation set has {len(val.classes)} classes, the "
-                                    f"training set {len(classes)}")
+        raise data_module.DataError(f"the validation set {str(root)!r} has {len(val.classes)} "
+                                    f"classes, the training set {str(train_root(args))!r} "
+                                    f"{len(classes)}; both need the same class folders")
     if train is not None and val is not None and val.classes != classes:
         # Labels are positions in the sorted class list: other names would score the wrong class.
         first = next(i for i, (a, b) in enumerate(zip(classes, val.classes)) if a != b)
@@ -171,7 +172,7 @@ def load_weights(args, model, context: Context) -> None:
         option = "--val-dir" if args.val_dir else "--data-dir"
         raise data_module.DataError(
             f"--ckpt {args.ckpt}: the checkpoint's head has {error.checkpoint_classes} classes, "
-            f"{option} {str(val_root(args))!r} has {error.model_classes}; evaluate on the "
+            f"{option} {str(val_root(args))!r} has {error.model_classes} classes; evaluate on the "
             "classes it was trained on (hidden folders are not classes)") from None
     log(context, f"loaded {args.ckpt}: {pretrained.describe_report(report)}")
     if report["dropped"] and report["head_classes"] is not None:
