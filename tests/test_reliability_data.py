@@ -377,6 +377,7 @@ def test_an_unreadable_manifest_is_named(generated):
 
 
 def test_a_complete_dataset_whose_partial_log_was_not_yet_removed_is_accepted(generated):
+    assert (data.MANIFEST, data.PARTIAL) == (generate.MANIFEST, generate.PARTIAL)  # one layout
     (generated / generate.PARTIAL).write_text("{}\n")  # killed between the two last steps
     assert len(data.scan_folder(generated, "--data-dir")[1]) == 8
 
