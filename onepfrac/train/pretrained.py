@@ -498,16 +498,17 @@ def _mismatch_message(name, fmt, missing, unexpected, mismatched, state, expecte
                       trained_as="", builds="") -> str:
     """One line: what differs, then what the weights were trained as and what the model is."""
     parts = [f"{name} ({fmt}) does not fit the model; nothing was loaded"]
-    if trained_as and builds:
-        parts.append(f"it was trained as {trained_as}, the model is {builds}")
     if missing:
         parts.append(f"missing from the checkpoint ({len(missing)}): {_listing(missing)}")
     if unexpected:
         parts.append(f"unexpected in the checkpoint ({len(unexpected)}): {_listing(unexpected)}")
-    if mismatched:
-        parts.append(f"shape mismatch ({len(mismatched)}): {_listing(mismatched)}")
+    if mismatched:  # every tensor of a wider model differs: the first few tell the story
+        parts.append(f"shape mismatch ({len(mismatched)}): {_listing(mismatched, 3)}")
     have, want = _describe(state), _describe(expected)
-    if have and want and have != want:
+    if trained_as and builds:
+        parts.append(f"it was trained as {trained_as}, the model is {builds}: choose the model "
+                     "(and --model-kwargs) the weights were trained as")
+    elif have and want and have != want:
         parts.append(f"checkpoint: {have}; model: {want}: choose the model the weights were trained as")
     return "; ".join(parts)
 
@@ -521,7 +522,7 @@ def _describe(state: Mapping) -> str:
     return f"{len(blocks)} blocks, width {width}"
 
 
-def _listing(items) -> str:
+def _listing(items, limit: int = MAX_LISTED) -> str:
     items = [str(i) for i in items]
-    shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f", ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... and {len(items) - limit} more" if len(items) > limit else "")
