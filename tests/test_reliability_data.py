@@ -299,6 +299,14 @@ def test_an_unfinished_dataset_is_refused_with_the_command_that_finishes_it(part
     assert data.scan_folder(base / partial_dataset.name, "--data-dir")[1] == [f"{i:05d}" for i in range(6)]
 
 
+def test_an_unfinished_dataset_with_an_unreadable_log_is_still_refused(tmp_path):
+    root = make_folder(tmp_path / "d", classes=2)
+    (root / generate.PARTIAL).write_bytes(b'{"arguments": {"samp')  # cut by a kill
+    with pytest.raises(data.DataError, match=r"unfinished dataset: .*running the same "
+                                             r"`python -m onepfrac.generate` command again"):
+        data.scan_folder(root, "--data-dir")
+
+
 @pytest.mark.parametrize("mode", ["finetune", "eval"])
 def test_an_unfinished_dataset_is_refused_for_fine_tuning_and_evaluation(partial_dataset, tmp_path, capsys, mode):
     ckpt = save_weights(tmp_path / "w.pth", num_classes=6)
