@@ -71,8 +71,16 @@ def open_datasets(args, context: Context):
             f"--num-classes {args.num_classes} does not match the {len(classes)} classes "
             f"found in {str(where)!r}")
     if train is not None and val is not None and len(val.classes) != len(classes):
-        raise data_module.DataError(f"the validation set has {len(val.classes)} classes, the "
-                                    f"training set {len(classes)}")
+        raise data_module.DataError(f"the validation set {str(root)!r} has {len(val.classes)} "
+                                    f"classes, the training set {str(train_root(args))!r} "
+                                    f"{len(classes)}; both need the same class folders")
+    if train is not None and val is not None and val.classes != classes:
+        # Labels are positions in the sorted class list: other names would score the wrong class.
+        first = next(i for i, (a, b) in enumerate(zip(classes, val.classes)) if a != b)
+        raise data_module.DataError(
+            f"the validation set's classes differ from the training set's (class {first} is "
+            f"{val.classes[first]!r} in {str(root)!r}, {classes[first]!r} in "
+            f"{str(train_root(args))!r}); both need the same class folders")
     return train, val, len(classes)
 
 
@@ -221,9 +229,25 @@ def check_only(args) -> int:
 
 def load_weights(args, model, context: Context) -> None:
     source = weights.resolve_option(args.ckpt, progress=args.progress and context.is_main)
-    report = pretrained.load_pretrained(model, source, which=args.ckpt_which,
-                                        trust_pickle=args.ckpt_trust_pickle)
-    log(context, f"loaded {args.ckpt}: {report}")
+    evaluating = args.mode == "eval"  # the trained head is what eval measures: never replace it
+    try:
+        report = pretrained.load_pretrained(model, source, which=args.ckpt_which,
+                                            drop_head=False if evaluating else "auto",
+                                            trust_pickle=args.ckpt_trust_pickle)
+    except pretrained.HeadMismatch as error:
+        if error.checkpoint_classes is None:
+            raise
+        option = "--val-dir" if args.val_dir else "--data-dir"
+        raise data_module.DataError(
+            f"--ckpt {args.ckpt}: the checkpoint's head has {error.checkpoint_classes} classes, "
+            f"{option} {str(val_root(args))!r} has {error.model_classes} classes; evaluate on the "
+            "classes it was trained on (hidden folders are not classes)") from None
+    log(context, f"loaded {args.ckpt}: {pretrained.describe_report(report)}")
+    if report["dropped"] and report["head_classes"] is not None:
+        replaced = (f"a new one for {report['model_classes']} classes"
+                    if report["model_classes"] is not None else "no head (features only)")
+        log(context, f"{args.mode}: the checkpoint's head ({report['head_classes']} classes) is "
+                     f"replaced by {replaced}")
 
 
 def train(args, context: Context) -> int:
@@ -408,9 +432,12 @@ def evaluate_checkpoint(args, context: Context) -> int:
     for key in EVAL_FROM_CHECKPOINT:
         if key in stored and key not in args.explicit:
             setattr(args, key, stored[key])
-    _, val_set, num_classes = open_datasets(args, context)
-    model = create_model(args, num_classes)
+    # The head must fit the folder's classes: checked on its listing, before anything is decoded.
+    option = "--val-dir" if args.val_dir else "--data-dir"
+    classes = data_module.dataset_classes(args.dataset, val_root(args), option)
+    model = create_model(args, len(classes))
     load_weights(args, model, context)
+    _, val_set, num_classes = open_datasets(args, context)
     model.to(context.device)
     start = time.perf_counter()
     result = engine.evaluate(model, eval_loader(args, val_set, context), context=context,
