@@ -190,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+RUN_DEFINING = ("model", "model_kwargs", "img_size")  # what makes a checkpoint another run's
+
+
 def resume_state(args, light: bool = False):
     """(path, checkpoint, finished) of the run --resume continues, or (None, None, False).
 
@@ -206,6 +209,13 @@ def resume_state(args, light: bool = False):
         raise UsageError(f"--epochs {args.epochs} does not match the {planned} epochs of the run "
                          f"being resumed ({path}, {done} done); resume with --epochs {planned}, "
                          "or start afresh in another --output-dir")
+    recorded = state.get("args") or {}
+    for name in RUN_DEFINING:  # another model or input resumed (or found finished) is not this run
+        if name in recorded and recorded[name] != getattr(args, name):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"--resume {path}: that run used {flag} {recorded[name]!r}, this one "
+                             f"{getattr(args, name)!r}; resume with the run's options, or start afresh "
+                             "in another --output-dir")
     finished = isinstance(done, int) and done >= args.epochs
     return path, state, finished
 
@@ -262,17 +272,20 @@ def train(args, context: Context) -> int:
     main_decides(context, lambda: run_folder.probe(args))
     claimed = []
     try:
-        return train_in(args, context, output_dir, resumed, claimed)
+        return train_in(args, context, output_dir, resume, resumed, claimed)
     finally:
         for lock in claimed:
             lock.release()
 
 
-def train_in(args, context: Context, output_dir: Path, resumed: dict | None, claimed: list) -> int:
+def train_in(args, context: Context, output_dir: Path, resume: Path | None, resumed: dict | None,
+             claimed: list) -> int:
     """The run itself (train); the run folder's lock goes to `claimed`, for train to release."""
     data_module.seed_everything(args.seed + context.rank)
     train_set, val_set, num_classes = open_datasets(args, context)
     model = create_model(args, num_classes)
+    if resumed is not None:  # a bare state dict or another model's run: one line, before any work
+        pretrained.check_training_checkpoint(resumed, model, resume)
     if args.ckpt:
         load_weights(args, model, context)
     if args.freeze_blocks:
