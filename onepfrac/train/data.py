@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from tqdm import tqdm
 
 from onepfrac.errors import UserError
+from onepfrac.progress import progress as progress_bar
 from onepfrac.train.checkpoint import short_message
 from onepfrac.train.options import DATASETS
 
@@ -267,8 +267,8 @@ def decode_all(samples: list[tuple[str, int]], progress: bool) -> np.ndarray:
     """Decode every image once into one uint8 array (all images must share their shape)."""
     paths = [path for path, _ in samples]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        arrays = list(tqdm(pool.map(_decode, paths), total=len(paths), disable=not progress,
-                           desc="decoding", unit="img", leave=False))
+        arrays = list(progress_bar(pool.map(_decode, paths), total=len(paths), enabled=progress,
+                                   desc="decoding", unit="img", leave=False))
     shapes = {array.shape for array in arrays}
     if len(shapes) > 1:
         # Mixed gray and colour images, or sizes: fall back to RGB so one array holds all.

@@ -70,7 +70,7 @@ class PendingEpochs:
     each epoch's loss at its end would drain the GPU's queue every 3 steps in the released
     recipe."""
 
-    def __init__(self, context: Context, metrics: MetricsLog, bar: tqdm, updates_done: int):
+    def __init__(self, context: Context, metrics: MetricsLog, bar, updates_done: int):
         self.context, self.metrics, self.bar = context, metrics, bar
         self.epochs: list[tuple[int, float, engine.EpochStats]] = []  # (epoch, lr, stats)
         self.resolved_at = updates_done
