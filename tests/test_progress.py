@@ -1,4 +1,5 @@
-"""onepfrac.progress: a bar on a terminal, a plain line every N seconds in a log."""
+"""What a person sees while work goes on: onepfrac.progress (a bar on a terminal, a plain line every
+N seconds in a log) and the optional Weights & Biases records of a training run."""
 
 import io
 import subprocess
@@ -112,3 +113,70 @@ def test_evaluation_reports_its_progress_in_a_log(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "\r" not in err
     assert err.splitlines()[-1].startswith("eval: 5/5 batch (100%)")
+
+
+# ---------------------------------------------------------------- Weights & Biases (--log-wandb)
+
+class FakeRun:
+    def __init__(self, **init):
+        self.init, self.logged, self.finished = init, [], False
+
+    def log(self, values, step=None):
+        self.logged.append((step, values))
+
+    def finish(self):
+        self.finished = True
+
+
+def fake_wandb(monkeypatch) -> list:
+    import types
+
+    runs = []
+    module = types.ModuleType("wandb")
+    module.init = lambda **init: runs.append(FakeRun(**init)) or runs[-1]
+    monkeypatch.setitem(sys.modules, "wandb", module)
+    return runs
+
+
+def wandb_pretrain(data_dir, out, *extra):
+    from conftest import LIGHT_RECIPE, TINY_MODEL
+
+    return ["pretrain", "--data-dir", str(data_dir), *TINY_MODEL, *LIGHT_RECIPE, "--batch-size", "4",
+            "--epochs", "2", "--output-dir", str(out), "--no-progress", *extra]
+
+
+def test_log_wandb_logs_the_scalars_of_metrics_jsonl_by_epoch(train_fractal, tmp_path, monkeypatch):
+    from conftest import read_metrics
+    from onepfrac.train.cli import main
+
+    runs = fake_wandb(monkeypatch)
+    out = tmp_path / "run"
+    assert main(wandb_pretrain(train_fractal, out, "--log-wandb", "--wandb-project", "mine")) == 0
+    (run,) = runs
+    assert run.init["project"] == "mine" and run.init["name"] == "run"
+    assert run.init["config"]["model"] and run.init["config"]["output_dir"] == str(out)
+    records = read_metrics(out)
+    assert [step for step, _ in run.logged] == [r["epoch"] for r in records] == [1, 2]
+    assert [values for _, values in run.logged] == [{k: v for k, v in r.items() if k != "epoch"}
+                                                    for r in records]
+    assert run.finished
+
+
+def test_log_wandb_without_wandb_is_one_line_before_any_work(train_fractal, tmp_path, monkeypatch, capsys):
+    from onepfrac.train.cli import main
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # an import of it raises ImportError
+    out = tmp_path / "run"
+    assert main(wandb_pretrain(train_fractal, out, "--log-wandb")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --log-wandb: the wandb package is not installed; install it with "
+                   "`pip install wandb`, or leave out --log-wandb"]
+    assert not out.exists()
+
+
+def test_without_log_wandb_wandb_is_never_imported(train_fractal, tmp_path, monkeypatch):
+    from onepfrac.train.cli import main
+
+    runs = fake_wandb(monkeypatch)
+    assert main(wandb_pretrain(train_fractal, tmp_path / "run")) == 0
+    assert runs == []

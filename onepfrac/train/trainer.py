@@ -330,7 +330,8 @@ def train_in(args, context: Context, output_dir: Path, resume: Path | None, resu
             trim_metrics(output_dir / METRICS, start_epoch)
         elif (output_dir / METRICS).exists():
             (output_dir / METRICS).unlink()
-    metrics = MetricsLog(output_dir, context.is_main)
+    metrics = MetricsLog(output_dir, context.is_main,
+                         wandb_project=args.wandb_project if getattr(args, "log_wandb", False) else None, config=vars(args))
     log(context, f"{args.mode}: {args.model} on {len(train_set)} images, {num_classes} classes, "
                  f"{context.world_size} process(es) on {context.device} ({context.launcher}), "
                  f"batch {args.batch_size} x {context.world_size}, {steps_per_epoch} steps/epoch, "
