@@ -304,6 +304,44 @@ def open_folder(root: Path, option: str, in_memory: str = "auto",
     return ArrayDataset(images, np.array([label for _, label in samples]), classes)
 
 
+class FractalFolder(torch.utils.data.Dataset):
+    """A dataset folder the generator wrote (or any ImageFolder layout), torchvision-style, for
+    your own training script: `from onepfrac import FractalFolder`.
+
+        dataset = FractalFolder("data/sigma3.5_perturb0.1_sample1000_seed0", transform=...)
+        image, label = dataset[0]          # an RGB PIL image through `transform`, an int
+
+    The trainer's checks come with it: hidden folders are not classes, a folder still being
+    generated or missing files of its manifest is refused with one line (DataError).
+    `in_memory=True` decodes every image once (fast epochs, RAM: width x height x 3 per image).
+    """
+
+    def __init__(self, root, transform=None, target_transform=None, in_memory: bool = False,
+                 progress: bool = False):
+        self.root = Path(root)
+        self.samples, self.classes = scan_folder(self.root, "FractalFolder root")
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+        self.targets = [label for _, label in self.samples]
+        self.transform, self.target_transform = transform, target_transform
+        self.images = decode_all(self.samples, progress) if in_memory else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        image = (load_rgb(path) if self.images is None
+                 else Image.fromarray(self.images[index]).convert("RGB"))
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, {len(self)} images, {len(self.classes)} classes)"
+
+
 def open_cifar(root: Path, name: str, train: bool, option: str) -> ArrayDataset:
     """CIFAR-10/100 in torchvision's on-disk format, never downloaded."""
     from torchvision.datasets import CIFAR10, CIFAR100
@@ -345,7 +383,7 @@ class RenderedDataset(torch.utils.data.Dataset):
         except datasets.ConfigError as error:
             raise DataError(f"--render-kwargs: {error}") from None
         self.source = OnTheFlyDataset(name, config, one_instance_per_class=(name == "3d-ofdb"))
-        self.classes = [f"{index:05d}" for index in range(self.source.classes)]
+        self.classes = list(self.source.classes)
 
     def __len__(self) -> int:
         return len(self.source)
