@@ -98,7 +98,8 @@ class LineProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
-        if now - self.last >= self.every:
+        # the last step is left to close(), which says how long it all took
+        if now - self.last >= self.every and not (self.total and self.n >= self.total):
             self.last = now
             self._write(now)
 
