@@ -9,6 +9,8 @@ from onepfrac import figures, plots
 from onepfrac.sweep import results, runner
 
 PNG = b"\x89PNG\r\n\x1a\n"
+# matplotlib is optional for users (the [plots] extra); these tests draw with it
+needs_matplotlib = pytest.mark.skipif(not plots.available(), reason="needs matplotlib")
 
 
 def write_run(folder, epochs=4, evaluate_every=2, loss=2.0):
@@ -29,6 +31,7 @@ def assert_png(path):
     assert data.startswith(PNG) and len(data) > 10_000
 
 
+@needs_matplotlib
 def test_curves_of_two_runs_are_one_png_with_a_line_per_run_in_each_panel(tmp_path, capsys):
     a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b", epochs=6, loss=3.0)
     out = tmp_path / "plots" / "curves.png"
@@ -49,6 +52,7 @@ def test_runs_with_the_same_folder_name_are_told_apart_by_their_path(tmp_path):
     assert figures.run_labels(runs) == [str(runs[0]), str(runs[1])]
 
 
+@needs_matplotlib
 def test_curves_also_draw_as_pdf_and_svg(tmp_path):
     run = write_run(tmp_path / "a")
     for name in ("c.pdf", "c.svg"):
@@ -57,6 +61,7 @@ def test_curves_also_draw_as_pdf_and_svg(tmp_path):
     assert b"<svg" in (tmp_path / "c.svg").read_bytes()
 
 
+@needs_matplotlib
 def test_a_folder_without_metrics_is_one_line_and_nothing_is_written(tmp_path, capsys):
     good, empty = write_run(tmp_path / "a"), tmp_path / "empty"
     empty.mkdir()
@@ -68,7 +73,8 @@ def test_a_folder_without_metrics_is_one_line_and_nothing_is_written(tmp_path, c
     assert not out.exists()
 
 
-def test_a_metrics_file_that_is_not_a_runs_is_one_line_naming_its_line(tmp_path, capsys):
+@needs_matplotlib
+def test_a_metrics_line_that_is_not_a_record_is_one_line_naming_it(tmp_path, capsys):
     run = write_run(tmp_path / "a")
     with (run / "metrics.jsonl").open("a") as file:
         file.write("not json\n")
@@ -76,6 +82,7 @@ def test_a_metrics_file_that_is_not_a_runs_is_one_line_naming_its_line(tmp_path,
     assert "metrics.jsonl: line 5 is not a record of onepfrac.train" in capsys.readouterr().err
 
 
+@needs_matplotlib
 @pytest.mark.parametrize("name, message", [("c.gif", ".gif is not an image format; use .png, .pdf or .svg"),
                                            ("folder", "is a folder; give a file name")])
 def test_a_bad_out_is_one_line(tmp_path, capsys, name, message):
@@ -101,6 +108,7 @@ def sweep_row(cell, dataset, seed, acc, status="complete", delta=None):
             "wall_total_s": 60.0, "paper_top1": None, "paper_source": None}
 
 
+@needs_matplotlib
 def test_the_sweep_plot_shows_each_seed_and_the_mean_with_its_std():
     rows = [sweep_row("s0", "scratch", 0, 40.0), sweep_row("s1", "scratch", 1, 44.0),
             sweep_row("p0", "1p-frac", 0, 60.0, delta=0.1), sweep_row("p1", "1p-frac", 1, 64.0, delta=0.1),
