@@ -30,12 +30,12 @@ from pathlib import Path
 import cv2
 import filelock
 import numpy as np
-from tqdm import tqdm
 
 from onepfrac import __version__, datasets, lifetime, png, shards, wds_writer
 from onepfrac.datasets.interface import flag
 from onepfrac.cores import available_cores
 from onepfrac.errors import UsageError, UserError
+from onepfrac.progress import progress as progress_bar
 
 MANIFEST = "manifest.json"
 PARTIAL = "manifest.partial.jsonl"
@@ -449,8 +449,8 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
                 if not (i in log.records and all((root / f).exists() for f in datasets.record_files(log.records[i])))]
         workers = workers or available_cores()
         workers = min(workers, max(1, len(todo)))
-        bar = tqdm(total=classes, initial=classes - len(todo), unit="img" if instances == 1 else "class",
-                   desc=root.name, disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=classes, initial=classes - len(todo), unit="img" if instances == 1 else "class",
+                           desc=root.name, enabled=progress)
         context = (shared, png_bits, png_compression, str(root))
         _init_worker(dataset, config, *context, ignore_sigint=False)
         _WORK.pop("parent", None)

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import filelock
-from tqdm import tqdm
 
 from onepfrac import __version__, datasets, generate, wds_writer
 from onepfrac.cores import available_cores
 from onepfrac.datasets.interface import flag
 from onepfrac.errors import UsageError, UserError
+from onepfrac.progress import progress as progress_bar
 
 PROG = "python -m onepfrac.verify"
 CHUNK = 1 << 20  # bytes read at a time: a file's size never decides the memory used
@@ -333,7 +333,7 @@ def batches(manifest: dict):
 def check_files(report: Report, manifest: dict, workers: int, progress: bool) -> None:
     total = manifest["classes"].files
     workers = min(workers, max(1, -(-total // BATCH)))
-    bar = tqdm(total=total, unit="file", desc=f"hashing {report.root.name}", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=total, unit="file", desc=f"hashing {report.root.name}", enabled=progress)
     try:
         if workers == 1:
             _init_hashing(str(report.root))
@@ -513,8 +513,7 @@ def rerender_classes(report: Report, manifest: dict, module, config, count: int,
     made_by = (manifest.get("generator") or {}).get("version")
     if made_by != __version__:
         report.note = f" (made by onepfrac {made_by}, re-rendered by {__version__}: differences may come from that)"
-    bar = tqdm(total=len(jobs), unit="class", desc=f"re-rendering {report.root.name}", disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(total=len(jobs), unit="class", desc=f"re-rendering {report.root.name}", enabled=progress)
     try:
         _init_rendering(*context)
         results = []
@@ -795,7 +794,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
     try:
         report = verify(args.dataset_dir, args.rerender, args.workers,
-                        progress=not args.no_progress and sys.stderr.isatty())
+                        progress=not args.no_progress)
     except UserError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return error.exit_code

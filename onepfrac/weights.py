@@ -360,10 +360,9 @@ def _transfer(opener, url, part: Path, size, progress, timeout, dest: Path) -> N
             mode, start = "wb", 0
         if size is not None and total is not None and total != size:
             raise DownloadError(f"{url}: the server offers {total:,} bytes, expected {size:,}")
-        from tqdm import tqdm
-        with open(part, mode) as out, tqdm(total=total, initial=start, unit="B", unit_scale=True,
-                                           unit_divisor=1024, desc=dest.name, disable=not progress,
-                                           file=sys.stderr) as bar:
+        from onepfrac.progress import progress as progress_bar
+        with open(part, mode) as out, progress_bar(total=total, initial=start, unit="B", unit_scale=True,
+                                                   desc=dest.name, enabled=progress) as bar:
             try:
                 while chunk := response.read(CHUNK):
                     if mode == "wb" and out.tell() == 0 and chunk.lstrip()[:15].lower().startswith(

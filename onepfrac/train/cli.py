@@ -37,6 +37,10 @@ def main(argv=None) -> int:
             # timm's names and the model's constructor, before any data is decoded
             check_optimization(args)
             check_model(args)
+            if args.log_wandb:  # before any work, not after the data is loaded
+                from onepfrac.train.metrics import require_wandb
+
+                require_wandb()
         if args.check_only:
             from onepfrac.train.trainer import check_only
 

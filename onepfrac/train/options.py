@@ -212,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="updates between host syncs: a NaN check, and the metrics and log "
                           "lines of the epochs finished since the last one")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    # Optional experiment tracking: wandb is imported only when asked for, never required.
+    tracking = parser.add_argument_group("experiment tracking")
+    tracking.add_argument("--log-wandb", action="store_true",
+                          help="also log the scalars of metrics.jsonl to Weights & Biases "
+                               "(needs `pip install wandb`)")
+    tracking.add_argument("--wandb-project", default="onepfrac",
+                          help="the Weights & Biases project of --log-wandb")
     return parser
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from onepfrac import weights
 from onepfrac.errors import UserError
+from onepfrac.progress import progress as progress_bar
 from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
 from onepfrac.train import pretrained
@@ -134,7 +134,7 @@ def extract_features(model, loader, probes, device: torch.device, progress: bool
     model.eval()
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name, _ in probes}
     labels = []
-    for images, targets in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
+    for images, targets in progress_bar(loader, desc=desc, unit="batch", leave=False, enabled=progress):
         for name, value in batch_features(model, images.to(device), probes).items():
             chunks[name].append(value.float())
         labels.append(targets.to(device))

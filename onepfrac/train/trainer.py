@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from onepfrac import weights
 from onepfrac.cores import available_cores
 from onepfrac.errors import UsageError, UserError
+from onepfrac.progress import progress as progress_bar
 from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
 from onepfrac.train import engine, pretrained, run_folder, wds_data
@@ -344,7 +344,8 @@ def train_in(args, context: Context, output_dir: Path, resume: Path | None, resu
             trim_metrics(output_dir / METRICS, start_epoch)
         elif (output_dir / METRICS).exists():
             (output_dir / METRICS).unlink()
-    metrics = MetricsLog(output_dir, context.is_main)
+    metrics = MetricsLog(output_dir, context.is_main,
+                         wandb_project=args.wandb_project if getattr(args, "log_wandb", False) else None, config=vars(args))
     log(context, f"{args.mode}: {args.model} on {len(train_set)} images, {num_classes} classes, "
                  f"{context.world_size} process(es) on {context.device} ({context.launcher}), "
                  f"batch {args.batch_size} x {context.world_size}, {steps_per_epoch} steps/epoch, "
@@ -354,8 +355,8 @@ def train_in(args, context: Context, output_dir: Path, resume: Path | None, resu
     last_epoch_stats = {}
     end_epoch = args.epochs if args.stop_after is None else min(args.epochs,
                                                                 start_epoch + args.stop_after)
-    bar = tqdm(total=(end_epoch - start_epoch) * steps_per_epoch, desc="train", unit="step",
-               leave=False, disable=not (args.progress and context.is_main))
+    bar = progress_bar(total=(end_epoch - start_epoch) * steps_per_epoch, desc="train", unit="step",
+                       leave=False, enabled=args.progress and context.is_main)
     pending = PendingEpochs(context, metrics, bar, updates_done=start_epoch * steps_per_epoch)
     loop_start, epochs_run = time.perf_counter(), 0
     for epoch in range(start_epoch, end_epoch):
@@ -389,7 +390,8 @@ def train_in(args, context: Context, output_dir: Path, resume: Path | None, resu
         if evaluating:
             result = engine.evaluate(model_ema.module if model_ema is not None else model, val,
                                      context=context, num_classes=num_classes,
-                                     amp_dtype=amp_dtype, channels_last=args.channels_last)
+                                     amp_dtype=amp_dtype, channels_last=args.channels_last,
+                                     progress=args.progress)
             records[-1].update(val_acc1=result["acc1"], val_acc5=result["acc5"],
                                val_loss=result["loss"])
             if best["acc1"] is None or result["acc1"] > best["acc1"]:
