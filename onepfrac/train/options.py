@@ -574,3 +574,35 @@ def validate(args: argparse.Namespace) -> None:
         need(args.ckpt, "ckpt", args.ckpt, "eval needs the checkpoint to evaluate")
         need(args.data_dir or args.val_dir, "val-dir", args.val_dir,
               "eval needs --val-dir (or --data-dir with val/)")
+
+
+# ---------------------------------------------------------------- the model as runs name it
+
+# Short names of the usual ViT overrides in run names; any other kwarg is written key+value.
+_TAG_KEYS = {"patch_size": "p", "num_heads": "h", "mlp_ratio": "m", "in_chans": "c"}
+
+
+def architecture(model: str, img_size: int, model_kwargs: dict) -> str:
+    """The model as built, for the start line: `vit_tiny_patch16_224(patch_size=4, depth=6) at
+    32 px` (the name alone would claim a ViT-Tiny/16 at 224)."""
+    kwargs = ", ".join(f"{key}={value!r}" for key, value in model_kwargs.items())
+    return f"{model}({kwargs}) at {img_size} px" if kwargs else f"{model} at {img_size} px"
+
+
+def architecture_tag(model: str, img_size: int, model_kwargs: dict) -> str:
+    """The overrides of `model`'s name, compact and filesystem-safe (letters, digits, `.`, `-`):
+    `p4-d96x6-h3-32px` for patch_size=4 embed_dim=96 depth=6 num_heads=3 at 32 px; empty when
+    the name says it all. The image size is left out when the name ends in it (`_224`)."""
+    def safe(value) -> str:
+        return re.sub(r"[^A-Za-z0-9.]", "", str(value)) or "x"
+
+    kwargs, parts = dict(model_kwargs), []
+    if "embed_dim" in kwargs and "depth" in kwargs:  # width x depth, the size of a ViT
+        parts.append(f"d{safe(kwargs.pop('embed_dim'))}x{safe(kwargs.pop('depth'))}")
+    for key, value in kwargs.items():
+        name = _TAG_KEYS.get(key, safe(key.replace("_", "")))
+        parts.append(f"{name}{safe(value)}")
+    parts.sort(key=lambda part: not part.startswith("p"))  # patch first, as in `patch16_224`
+    if not re.search(rf"_{img_size}$", model):
+        parts.append(f"{img_size}px")
+    return "-".join(parts)
