@@ -24,6 +24,15 @@ def shown(value) -> str:
     return str(value)
 
 
+def walk(parser: argparse.ArgumentParser):
+    """`parser` and, depth first, the parsers of its sub-commands."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield from walk(sub)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Appends `(default: X)` to each option that takes a value, unless its help already says
     what the default is; an action's `per_mode` text (the trainer's recipe defaults) wins."""
@@ -59,7 +68,8 @@ class Parser(argparse.ArgumentParser):
         unknown = message.partition("unrecognized arguments: ")[2].split(" ")[0].split("=")[0]
         if not unknown.startswith("-"):
             return message
-        known = [option for action in self._actions for option in action.option_strings]
+        known = [option for parser in walk(self) for action in parser._actions
+                 for option in action.option_strings]
         close = [option for option in known if option.startswith(unknown)]
         close = close or difflib.get_close_matches(unknown, known, n=3)
         return f"{message} (did you mean {', '.join(close[:3])}?)" if close else message
