@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--zero-probes", type=int, default=1000,
                         help="further perturbations that decide 'pass rate > 0' for a raw base (default %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="processes; 0 = all cores")
-    parser.add_argument("--json", default=None, help="also write every base's record to this file")
+    parser.add_argument("--json", default=None, help="also write every base's record to this file (default: none)")
     parser.add_argument("--unselected", type=int, default=0, metavar="N",
                         help="instead: N bases of the generator's sampling path and N raw released draws, no "
                              "selection, 16 probes each: do the two samplers agree? (seeds apart from the above)")

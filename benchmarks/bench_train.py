@@ -124,12 +124,15 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="best of this many timings")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="bf16 dense peak for the MFU (default: from the GPU's name)")
-    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--json", default=None, help="also write the figures to this file (default: none)")
     known, rest = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = known.data_dir or str(make_dataset(Path(scratch)))
-        args = options.parse_args(["pretrain", "-c", known.config, "--data-dir", data_dir,
-                               "--no-progress", "--epochs", "1000000", *rest])
+        try:  # the options this script does not know are the trainer's
+            args = options.parse_args(["pretrain", "-c", known.config, "--data-dir", data_dir,
+                                       "--no-progress", "--epochs", "1000000", *rest])
+        except options.UsageError as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
         context = setup("none", args.device)
         dataset = data.open_folder(Path(data_dir), "--data-dir", args.in_memory, args.memory_limit_gb,
                                    progress=False)

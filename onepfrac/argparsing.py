@@ -35,11 +35,20 @@ def walk(parser: argparse.ArgumentParser):
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Appends `(default: X)` to each option that takes a value, unless its help already says
-    what the default is; an action's `per_mode` text (the trainer's recipe defaults) wins."""
+    what the default is (`(default: what unset means)`, replaced by a value once one is set);
+    an action's `per_mode` text (the trainer's recipe defaults) stands for an unset value."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if not action.option_strings or "default" in text or action.default is argparse.SUPPRESS:
+        if not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if "(default: " in text and "%(default)" not in text:
+            if action.default is None or (action.nargs == 0 and action.default is False):
+                return text  # the help says what unset means
+            # a value set in place of unset (a config's, a mode's) is the default now
+            value = shown(action.default).replace("%", "%%")
+            return re.sub(r"\(default: [^)]*\)", lambda _: f"(default: {value})", text)
+        if "default" in text:
             return text
         per_mode = getattr(action, "per_mode", None)
         if per_mode is not None and action.default is None:

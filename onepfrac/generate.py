@@ -93,8 +93,7 @@ def read_manifest(path: Path) -> dict:
 
 
 class OneLineParser(Parser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    """Errors in one line, as every command's (onepfrac.argparsing)."""
 
 
 PROG = "python -m onepfrac.generate"

@@ -426,8 +426,7 @@ def whole(text: str) -> int:
 
 
 class OneLineParser(Parser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    """Errors in one line, as every command's (onepfrac.argparsing)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

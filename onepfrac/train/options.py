@@ -272,8 +272,8 @@ def build_parser(mode: str | None = None) -> argparse.ArgumentParser:
                           "(0: a run would start); the drivers do this once before launching")
     run.add_argument("--stop-after", type=int, default=None,
                      help="end this process after this many epochs (checkpointed), keeping the "
-                          "schedule of --epochs; continue with --resume auto (for job time "
-                          "limits; default: run to the end)")
+                          "schedule of --epochs; continue with --resume auto, for job time "
+                          "limits (default: run to the end)")
     run.add_argument("--check-every", type=int, default=50,
                      help="updates between host syncs: a NaN check, and the metrics and log "
                           "lines of the epochs finished since the last one")
