@@ -109,10 +109,10 @@ def mixup_chunk(text: str):
             f"{text!r} is not a whole number of images or a fraction 1/k of --batch-size") from None
 
 
-def build_parser(mode: str | None = None) -> argparse.ArgumentParser:
+def build_parser(mode: str | None = None, add_help: bool = True) -> argparse.ArgumentParser:
     """The trainer's parser; with `mode`, its help shows that mode's recipe defaults (without,
     each mode's)."""
-    parser = OneLineParser(prog="python -m onepfrac.train",
+    parser = OneLineParser(prog="python -m onepfrac.train", add_help=add_help,
                            description="Pre-train, fine-tune or evaluate a timm model. Options "
                                        "also take timm train.py's spellings (train/README.md).")
     parser.add_argument("mode", choices=MODES, help="what to do; `MODE --help` shows its defaults")
@@ -413,15 +413,8 @@ def _given(argv: list[str], option: str) -> bool:
 def _first_pass(argv: list[str]):
     """The mode and --config, read before the parser whose defaults (and help) follow them; None
     when they cannot be read, leaving the full parser to show help or the error."""
-    pre = build_parser()
-    pre.add_help = False
-    for action in list(pre._actions):
-        if action.dest == "help":
-            pre._remove_action(action)
-            for option in action.option_strings:
-                pre._option_string_actions.pop(option, None)
     try:
-        first, _ = pre.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+        first, _ = build_parser(add_help=False).parse_known_args(argv)
     except UsageError:
         return None
     return first
