@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -18,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from onepfrac import datasets, plots, png
 from onepfrac.datasets import single_fractal
+from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
 from onepfrac.generate import MANIFEST, ManifestError, read_manifest
 
@@ -250,19 +250,20 @@ def main(argv=None) -> int:
 
 
 def make(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m onepfrac.figures", description=__doc__)
+    parser = Parser(prog="python -m onepfrac.figures", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     grid = sub.add_parser("grid", help="sample grid of a generated dataset folder")
-    grid.add_argument("dataset", type=Path)
-    grid.add_argument("--out", type=Path, required=True)
-    grid.add_argument("--count", type=int, default=16)
-    grid.add_argument("--columns", type=int, default=8)
+    grid.add_argument("dataset", type=Path, help="a folder written by python -m onepfrac.generate")
+    grid.add_argument("--out", type=Path, required=True, help="image file to write (.png, .jpg...)")
+    grid.add_argument("--count", type=int, default=16, help="images in the grid")
+    grid.add_argument("--columns", type=int, default=8, help="images per row")
     paper = sub.add_parser("paper", help="delta and sigma-factor grids, as in the paper's figures")
-    paper.add_argument("--out-dir", type=Path, default=Path("figure"))
-    paper.add_argument("--seed", type=int, default=0)
+    paper.add_argument("--out-dir", type=Path, default=Path("figure"), help="folder for the PNGs")
+    paper.add_argument("--seed", type=int, default=0, help="seed of the fractal drawn")
     formula = sub.add_parser("datasets", help="classes x instances of each formula-driven dataset, rendered in memory")
-    formula.add_argument("--out-dir", type=Path, default=Path("figure"))
-    formula.add_argument("--names", nargs="+", choices=list(FIGURE_NAMES), default=list(FIGURE_NAMES))
+    formula.add_argument("--out-dir", type=Path, default=Path("figure"), help="folder for the PNGs")
+    formula.add_argument("--names", nargs="+", choices=list(FIGURE_NAMES), default=list(FIGURE_NAMES),
+                         help="the datasets to draw")
     curves = sub.add_parser("curves", help="training loss, learning rate and validation top-1 by epoch "
                                            "of one or more training runs (needs matplotlib)")
     curves.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR",

@@ -34,6 +34,7 @@ import numpy as np
 from onepfrac import __version__, datasets, lifetime, png, shards, wds_writer
 from onepfrac.datasets.interface import flag
 from onepfrac.cores import available_cores
+from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
 from onepfrac.progress import progress as progress_bar
 
@@ -96,9 +97,8 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+class OneLineParser(Parser):
+    """Errors in one line, as every command's (onepfrac.argparsing)."""
 
 
 PROG = "python -m onepfrac.generate"
@@ -116,7 +116,7 @@ def build_parser(dataset: str = datasets.DEFAULT, module=None) -> argparse.Argum
     """The options of one dataset, from its Config fields: `--field-name`, typed by the default,
     with the module's CHOICES and HELP; then the output and run options every dataset shares."""
     module = module or datasets.load(dataset)
-    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("--dataset", choices=list(datasets.DATASETS), default=dataset,
                    help="which generator; `--dataset NAME --help` shows its options (default %(default)s)")
     p.add_argument("--base-savedir", default="./data", help="folder that receives the dataset folder (default %(default)s)")

@@ -30,6 +30,7 @@ import filelock
 from onepfrac import __version__, datasets, generate, wds_writer
 from onepfrac.cores import available_cores
 from onepfrac.datasets.interface import flag
+from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
 from onepfrac.progress import progress as progress_bar
 
@@ -772,13 +773,12 @@ def whole(text: str) -> int:
     return value
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+class OneLineParser(Parser):
+    """Errors in one line, as every command's (onepfrac.argparsing)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("dataset_dir", metavar="DATASET_DIR", type=Path, help="a folder written by python -m onepfrac.generate")
     p.add_argument("--rerender", type=whole, default=0, metavar="K",
                    help="also re-render K classes, evenly spaced, and compare bytes; 0 = none, "

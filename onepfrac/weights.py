@@ -13,7 +13,6 @@ so a file at the final path is always complete. Only the standard library does t
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import errno
 import hashlib
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import filelock
 
+from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
 
 CACHE_ENV = "ONEPFRAC_CACHE"
@@ -492,17 +492,17 @@ def _table(directory) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m onepfrac.weights",
+    parser = Parser(prog="python -m onepfrac.weights",
                                      description="Released checkpoints: list, download, locate.")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="known released checkpoints")
     fetching = commands.add_parser("download", help="download NAME (or an http(s) URL) and print its path")
-    fetching.add_argument("name", metavar="NAME")
+    fetching.add_argument("name", metavar="NAME", help="a released name (see list) or an http(s) URL")
     fetching.add_argument("--no-progress", action="store_true", help="no progress bar")
     where = commands.add_parser("where", help="print where NAME goes in the cache (to place it by hand)")
-    where.add_argument("name", metavar="NAME")
+    where.add_argument("name", metavar="NAME", help="a released name (see list)")
     checking = commands.add_parser("verify", help="check NAME's cached file (or --file) against its published size and sha256")
-    checking.add_argument("name", metavar="NAME")
+    checking.add_argument("name", metavar="NAME", help="a released name (see list)")
     checking.add_argument("--file", type=Path, default=None, help="the file to check (default: NAME's place in the cache)")
     for command in (listing, fetching, where, checking):
         command.add_argument("--cache-dir", type=Path, default=None,

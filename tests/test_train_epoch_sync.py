@@ -70,7 +70,7 @@ def test_a_checkpoint_or_an_evaluation_resolves_the_epochs_before_it(tmp_path, t
     out = tmp_path / "pre"
     assert main(pretrain_args(train_fractal, out, "--epochs", "6", "--save-every", "3",
                               "--check-every", "1000")) == 0
-    assert len(resolves) == 2 and (out / "vit_tiny_patch16_224_sigma3.5_perturb0.1_sample8_seed0_003ep.pth").is_file()
+    assert len(resolves) == 2 and (out / "vit_tiny_patch16_224_p4-d16x2-h2-16px_sigma3.5_perturb0.1_sample8_seed0_003ep.pth").is_file()
     resolves.clear()
     fine = tmp_path / "fine"
     assert main(["finetune", "--data-dir", str(digits_folder), *TINY_MODEL, *LIGHT_RECIPE, "--batch-size", "50",

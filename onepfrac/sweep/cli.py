@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
 from onepfrac.sweep import runner
 from onepfrac.sweep.grid import load_grid, select
@@ -17,15 +18,23 @@ from onepfrac.sweep.stages import commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m onepfrac.sweep",
         description="Run a grid of generate -> pre-train -> fine-tune cells (resumable), then write "
                     "results.csv, results.md and figure/top1.svg into --out. "
                     "`python -m onepfrac.sweep aggregate DIR` redoes the results from the cell.json files.")
     parser.add_argument("grid", help="grid YAML (see train/grids/ and docs/sweeps.md)")
-    parser.add_argument("--out", default=None, help="output folder (default ./output/sweeps/GRIDNAME)")
+    parser.add_argument("--out", default=None, help="output folder (default: ./output/sweeps/GRIDNAME)")
     parser.add_argument("--dry-run", action="store_true", help="check the grid and print the cells and commands")
-    parser.add_argument("--only", nargs="+", default=None, metavar="CELL", help="run only these cells")
+    parser.add_argument("--only", nargs="+", default=None, metavar="CELL", help="run only these cells (default: all)")
+    parser.add_argument("--no-progress", action="store_true", help="print nothing but errors")
+    return parser
+
+
+def build_aggregate_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m onepfrac.sweep aggregate",
+                    description="Redo results.csv, results.md and figure/top1.svg of a sweep.")
+    parser.add_argument("dir", help="a sweep's output folder (holding cells/*/cell.json)")
     parser.add_argument("--no-progress", action="store_true", help="print nothing but errors")
     return parser
 
@@ -62,10 +71,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["aggregate"]:
-            parser = argparse.ArgumentParser(prog="python -m onepfrac.sweep aggregate")
-            parser.add_argument("dir", help="a sweep's output folder (holding cells/*/cell.json)")
-            parser.add_argument("--no-progress", action="store_true")
-            args = parser.parse_args(argv[1:])
+            args = build_aggregate_parser().parse_args(argv[1:])
             runner.aggregate(Path(args.dir), not args.no_progress)
             return 0
         args = build_parser().parse_args(argv)

@@ -6,12 +6,13 @@ offline, for fine-tuning checks on a laptop or in CI.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from onepfrac.argparsing import Parser
 
 
 def split_digits(train: int, seed: int):
@@ -42,11 +43,11 @@ def write_digits(out: Path, train: int = 200, size: int = 32, seed: int = 0) -> 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m onepfrac.train.digits", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out")
+    parser = Parser(prog="python -m onepfrac.train.digits", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="folder that receives train/ and val/")
     parser.add_argument("--train", type=int, default=200, help="training images (balanced over 10 classes)")
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=32, help="side of the square PNGs, in pixels")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     args = parser.parse_args(argv)
     if not 10 <= args.train <= 1500:
         print(f"error: --train: {args.train} is not allowed; expected 10..1500 (1,797 digits in all)",

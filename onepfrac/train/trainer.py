@@ -29,7 +29,7 @@ from onepfrac.train.build import (amp_dtype_for, create_mixup, create_model, cre
                                   create_scheduler, freeze_blocks, scaled)
 from onepfrac.train.distributed import Context, barrier, main_decides, setup, teardown
 from onepfrac.train.metrics import METRICS, MetricsLog, PendingEpochs, log, trim_metrics
-from onepfrac.train.options import EVAL_FROM_CHECKPOINT
+from onepfrac.train.options import EVAL_FROM_CHECKPOINT, architecture, architecture_tag
 
 
 # ---------------------------------------------------------------- data
@@ -145,11 +145,16 @@ def eval_loader(args, dataset, context: Context):
 # ---------------------------------------------------------------- checkpoints
 
 def experiment_name(args) -> str:
+    """--experiment, else the data's name after the model's overrides (`p4-d96x6-32px_...`),
+    so checkpoints of two architectures never share a name."""
     if args.experiment:
         return args.experiment
     if args.render:
-        return f"{args.render}-rendered"
-    return train_root(args).name if args.dataset in ("folder", "wds") else args.dataset
+        data = f"{args.render}-rendered"
+    else:
+        data = train_root(args).name if args.dataset in ("folder", "wds") else args.dataset
+    tag = architecture_tag(args.model, args.img_size, args.model_kwargs)
+    return f"{tag}_{data}" if tag else data
 
 
 # ---------------------------------------------------------------- entry point
@@ -345,11 +350,15 @@ def train_in(args, context: Context, output_dir: Path, resume: Path | None, resu
         elif (output_dir / METRICS).exists():
             (output_dir / METRICS).unlink()
     metrics = MetricsLog(output_dir, context.is_main,
-                         wandb_project=args.wandb_project if getattr(args, "log_wandb", False) else None, config=vars(args))
-    log(context, f"{args.mode}: {args.model} on {len(train_set)} images, {num_classes} classes, "
+                         wandb_project=args.wandb_project if getattr(args, "log_wandb", False) else None,
+                         config=vars(args))
+    total_batch = args.batch_size * context.world_size
+    log(context, f"{args.mode}: {architecture(args.model, args.img_size, args.model_kwargs)} on "
+                 f"{len(train_set)} images, {num_classes} classes, "
                  f"{context.world_size} process(es) on {context.device} ({context.launcher}), "
                  f"batch {args.batch_size} x {context.world_size}, {steps_per_epoch} steps/epoch, "
-                 f"lr {scaled(args.lr, args, context):.3g}"
+                 f"lr {args.lr:.3g} given, {scaled(args.lr, args, context):.3g} used "
+                 f"(x total batch {total_batch} / {args.lr_base_batch})"
                  + (f", resuming after epoch {start_epoch}" if resumed else ""))
     experiment = experiment_name(args)
     last_epoch_stats = {}
