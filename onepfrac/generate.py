@@ -705,8 +705,8 @@ def generate_folder_shard(module, config, dataset, header, root, shard, workers,
             initargs = (dataset, config, shared, header["arguments"]["png_bits"],
                         header["arguments"]["png_compression"], str(root))
             workers = min(workers, max(1, len(todo)))
-            bar = tqdm(total=len(mine), initial=done, unit="img" if instances == 1 else "class",
-                       desc=f"{root.name} shard {shard.index}/{shard.count}", disable=not progress, dynamic_ncols=True)
+            bar = progress_bar(total=len(mine), initial=done, unit="img" if instances == 1 else "class",
+                               desc=f"{root.name} shard {shard.index}/{shard.count}", enabled=progress)
             logged = 0
             try:
                 for record in run_jobs(_make_class, todo, workers, _init_worker, initargs, True):
@@ -865,8 +865,8 @@ def generate_wds_shard(module, config, dataset, header, root, shard, workers, pr
         initargs = (dataset, config, shared, header["arguments"]["png_bits"], header["arguments"]["png_compression"],
                     str(root), size)  # a pool adds ignore_sigint and the parent's pid
         workers = min(workers, max(1, len(todo)))
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="tar",
-                   desc=f"{root.name} shard {shard.index}/{shard.count}", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(mine), initial=len(mine) - len(todo), unit="tar",
+                           desc=f"{root.name} shard {shard.index}/{shard.count}", enabled=progress)
         try:
             for _ in run_jobs(_make_tar, todo, workers, _init_tar_worker, initargs, False):
                 bar.update()

@@ -683,7 +683,8 @@ def rerender_wds(report: Report, index: dict, module, config, count: int, progre
     shared = {k: v for k, v in index.items() if k not in (*HEADER_KEYS, "classes", "instances", "samples", "shards")}
     jobs = spread(min(classes, index["classes"]), count)
     bits, compression = (index["arguments"][k] for k in PNG_ARGUMENTS)
-    for class_index in tqdm(jobs, unit="class", desc=f"re-rendering {report.root.name}", disable=not progress):
+    for class_index in progress_bar(jobs, total=len(jobs), unit="class", desc=f"re-rendering {report.root.name}",
+                                    enabled=progress):
         lines = []
         try:
             params, images = datasets.class_images(module, config, shared, class_index)
@@ -712,7 +713,7 @@ def verify_wds(root: Path, rerender: int, workers: int, progress: bool) -> Repor
                                                                     if k != "shard_size"}})
     jobs = list(enumerate(index["shards"]))
     context = (str(root), index["classes"], index["instances"], index["arguments"]["shard_size"])
-    bar = tqdm(total=index["samples"], unit="img", desc=f"checking {root.name}", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=index["samples"], unit="img", desc=f"checking {root.name}", enabled=progress)
     try:
         workers = min(workers, max(1, len(jobs)))
         if workers == 1:
