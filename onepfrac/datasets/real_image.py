@@ -125,7 +125,8 @@ def check(config: Config) -> None:
 def load_image(image: str) -> np.ndarray:
     """The image as uint8 RGB (H, W, 3): a bundled scikit-image picture or a file OpenCV reads."""
     if image in BUNDLED:
-        photos = extras.require("skimage.data", "real-image", f"--image {image} (a bundled photo)")  # only this branch needs it
+        # only this branch needs scikit-image: a missing one names the extra
+        photos = extras.require("skimage.data", "real-image", f"--image {image} (a bundled photo)")
 
         pixels = getattr(photos, image)()
     else:
