@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
+from onepfrac import extras
 from onepfrac.errors import UserError
 from onepfrac.train.options import parse_args
 
@@ -31,6 +32,8 @@ def _other_rank() -> bool:
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
+        for module in ("torch", "torchvision", "timm"):  # options and --help need none of them
+            extras.require(module, "train", f"python -m onepfrac.train {args.mode}")
         if args.mode != "eval":  # eval takes its model from the checkpoint
             from onepfrac.train.build import check_model, check_optimization
 

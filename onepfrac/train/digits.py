@@ -13,11 +13,13 @@ import numpy as np
 from PIL import Image
 
 from onepfrac.argparsing import Parser
+from onepfrac import extras
+from onepfrac.errors import UserError
 
 
 def split_digits(train: int, seed: int):
     """A class-balanced training split of `train` images; every other image is validation."""
-    from sklearn.datasets import load_digits
+    load_digits = extras.require("sklearn.datasets", "train", "python -m onepfrac.train.digits").load_digits
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # values are 0..16
@@ -60,7 +62,11 @@ def main(argv=None) -> int:
     if (out / "train").exists() or (out / "val").exists():
         print(f"error: {out} already holds train/ or val/; choose an empty folder", file=sys.stderr)
         return 2
-    write_digits(out, args.train, args.size, args.seed)
+    try:
+        write_digits(out, args.train, args.size, args.seed)
+    except UserError as error:  # scikit-learn missing
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
     print(out)
     return 0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from onepfrac.errors import UsageError
+from onepfrac.extras import message
 from onepfrac.train import engine
 from onepfrac.train.distributed import Context
 
@@ -74,8 +75,9 @@ class MetricsLog:
                 # Its own thread flushes every 30 s and close() the rest: a flush per record
                 # would touch the disk once per 3-step epoch of the released recipe.
                 self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"), flush_secs=30)
-            except ImportError:
-                pass  # TensorBoard is optional
+            except ImportError:  # optional, but said once: torch's own message names no pip package
+                print(f"note: {message('tensorboard', 'train', 'TensorBoard logging')}; "
+                      "metrics.jsonl is written without it", flush=True)
 
     def write(self, records: list[dict]) -> None:
         if not self.enabled or not records:

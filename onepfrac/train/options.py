@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from onepfrac.argparsing import Parser, shown
+from onepfrac import bundled
 from onepfrac.errors import UsageError
 
 MODES = ("pretrain", "finetune", "eval")
@@ -375,9 +376,9 @@ def _config_value(action: argparse.Action, value, nullable: bool, where: str):
 
 
 def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
-    file = Path(path)
+    file = bundled.find(path, "configs")  # a path, or a bundled config's name: -c pretrain_cpu
     if not file.is_file():
-        raise UsageError(f"--config: {path!r} does not exist" if not file.exists()
+        raise UsageError(f"--config: {path!r} does not exist{bundled.hint('configs')}" if not file.exists()
                          else f"--config: {path!r} is not a file")
     try:
         values = yaml.safe_load(file.read_text()) or {}

@@ -27,10 +27,12 @@ import sys
 import time
 from pathlib import Path
 
+from onepfrac import extras, weights
+
+extras.require_or_exit("torch", "train", "python -m onepfrac.train.probe")  # before the imports below need it
 import torch
 import torch.nn.functional as F
 
-from onepfrac import weights
 from onepfrac.errors import UserError
 from onepfrac.progress import progress as progress_bar
 from onepfrac.train import checkpoint as ckpt
