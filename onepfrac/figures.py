@@ -19,6 +19,7 @@ from onepfrac import datasets, plots, png
 from onepfrac.datasets import single_fractal
 from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
+from onepfrac.paths import check_writable_folder
 from onepfrac.generate import MANIFEST, ManifestError, read_manifest
 
 PAPER_DELTAS = (0.01, 0.05, 0.1, 0.2)  # Table 5
@@ -136,19 +137,6 @@ def formula_grid(name: str, config=None, classes: int = 4, thumb: int = 112) -> 
         rows.append((f"class {c}", [module.render_instance(config, shared, params, i) for i in picks]))
     return compose(rows, thumb, title=f"{name}: classes (rows) x instances (columns), seed {config.seed}",
                    column_labels=(labels or [f"instance {i}" for i in picks])[:len(picks)])
-
-
-def check_writable_folder(folder: Path, option: str) -> None:
-    """`folder` is a folder we can write, or can be created: checked before anything is drawn."""
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{option} {folder} is a file, not a folder")
-    ancestor = folder
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UsageError(f"{option} {folder}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {folder} is not writable ({ancestor} denies writing)")
 
 
 def check_out_file(out: Path, image_formats: dict[str, str] | None = None, hint: str = ".png or .jpg") -> str:

@@ -36,6 +36,7 @@ from onepfrac.datasets.interface import flag
 from onepfrac.cores import available_cores
 from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
+from onepfrac.paths import check_writable_folder
 from onepfrac.progress import progress as progress_bar
 
 MANIFEST = "manifest.json"
@@ -188,15 +189,7 @@ def validate(module, args: argparse.Namespace):
 
 def check_destination(base_savedir: Path) -> None:
     """The folder that will receive the dataset must be a folder we can write, or creatable."""
-    if base_savedir.exists() and not base_savedir.is_dir():
-        raise UsageError(f"--base-savedir {base_savedir} is a file, not a folder")
-    ancestor = base_savedir
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UsageError(f"--base-savedir {base_savedir}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"--base-savedir {base_savedir} is not writable ({ancestor} denies writing)")
+    check_writable_folder(base_savedir, "--base-savedir")
 
 
 def header_for(config, png_bits: int, png_compression: int, dataset: str = datasets.DEFAULT) -> dict:

@@ -34,6 +34,7 @@ import filelock
 
 from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
+from onepfrac.paths import check_writable_folder
 
 CACHE_ENV = "ONEPFRAC_CACHE"
 DEFAULT_CACHE = Path("~/.cache/onepfrac")
@@ -176,13 +177,7 @@ def check_cache_dir(directory=None) -> Path:
     """The cache directory must be a folder we can write, or creatable; name where it came from."""
     where = cache_dir(directory)
     source = "--cache-dir" if directory else f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "the default cache"
-    ancestor = where
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UsageError(f"{source} {where}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"{source} {where} is not writable ({ancestor} denies writing)")
+    check_writable_folder(where, source)
     return where
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import shlex
 import sys
 from pathlib import Path
 
 from onepfrac.argparsing import Parser
-from onepfrac.errors import UsageError, UserError
+from onepfrac.errors import UserError
+from onepfrac.paths import check_writable_folder
 from onepfrac.sweep import runner
 from onepfrac.sweep.grid import load_grid, select
 from onepfrac.sweep.stages import commands
@@ -52,15 +52,7 @@ def dry_run(grid, cells, out: Path) -> None:
 
 def check_out(out: Path) -> None:
     """--out must be a folder we can write, or creatable: checked before any cell starts."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
-    ancestor = out
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UsageError(f"--out {out}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out} is not writable ({ancestor} denies writing)")
+    check_writable_folder(out, "--out")
 
 
 # a disk that refuses writes mid-sweep: one line, and the rerun resumes
