@@ -159,7 +159,7 @@ def save_atomic(image: Image.Image, path: Path, image_format: str | None = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     try:
-        image.save(temporary, format=image_format or Image.EXTENSION[path.suffix.lower()], **options)
+        image.save(temporary, format=image_format or Image.registered_extensions()[path.suffix.lower()], **options)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -52,3 +52,14 @@ def test_sigma_grid_shows_one_base_per_sigma_and_seed():
     config = single_fractal.Config(**TINY_CONFIG)
     grid = figures.sigma_grid(config, sigmas=(3.5, 5.0), seeds=(0, 1), thumb=32)
     assert grid.size == (figures.LABEL_WIDTH + 2 * 36, 2 * figures.TITLE_HEIGHT + 2 * 36)
+
+
+def test_datasets_and_paper_commands_write_their_pngs_atomically(tmp_path):
+    # both save through save_atomic without a format hint: the extension decides it
+    assert figures.main(["datasets", "--out-dir", str(tmp_path), "--names", "ofdb"]) == 0
+    assert figures.main(["paper", "--out-dir", str(tmp_path)]) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["1p-frac_delta.png", "1p-frac_sigma.png", "ofdb.png"]
+    for name in written:
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and min(image.size) > 100
