@@ -12,6 +12,11 @@ BASE_SAVEDIR=${BASE_SAVEDIR:-./data}
 SAMPLE=${SAMPLE:-1000}
 DEMO=${DEMO:-1}
 OUTPUT_DIR=${OUTPUT_DIR:-./output/quickstart}
+# shellcheck source=1p-frac_generator/checks.sh
+. 1p-frac_generator/checks.sh
+need_int SAMPLE 1
+[ "$DEMO" = 0 ] || [ "$DEMO" = 1 ] || _fail "DEMO=$DEMO is not allowed; expected 0 (stop after the dataset) or 1"
+need_python
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
@@ -38,7 +43,7 @@ for START in scratch 1p-frac; do
     CKPT=()
     [ "$START" = scratch ] || CKPT=(--ckpt "$OUTPUT_DIR/pretrain/checkpoint_last.pth")
     $PY -m onepfrac.train finetune -c train/configs/finetune_cpu_digits.yaml --data-dir "$DIGITS" \
-        --output-dir "$OUTPUT_DIR/finetune_$START" "${CKPT[@]}"
+        --output-dir "$OUTPUT_DIR/finetune_$START" --resume auto "${CKPT[@]}"
 done
 $PY - "$OUTPUT_DIR" <<'PYTHON'
 import json, sys

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw
 
 from onepfrac import datasets, png
 from onepfrac.datasets import single_fractal
-from onepfrac.errors import UserError
-from onepfrac.generate import MANIFEST
+from onepfrac.errors import UsageError, UserError
+from onepfrac.generate import MANIFEST, ManifestError, read_manifest
 
 PAPER_DELTAS = (0.01, 0.05, 0.1, 0.2)  # Table 5
 PAPER_SIGMAS = (3.25, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0)  # Table 6 range; 3.5 is the paper's choice
@@ -45,12 +45,24 @@ def compose(rows: list[tuple[str, list[np.ndarray]]], thumb: int, title: str = "
     return canvas
 
 
+def _read_class(root: Path, record: dict) -> np.ndarray:
+    try:
+        return png.decode_gray(root / record["file"])
+    except (KeyError, TypeError):
+        raise ManifestError(f"{root / MANIFEST}: class {record.get('index')} names no file; delete {root} "
+                            "to generate the dataset again") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{root / record['file']} cannot be read ({error}); delete {root} to generate "
+                        "the dataset again") from None
+
+
 def dataset_grid(root: Path, count: int = 16, columns: int = 8, thumb: int = 128) -> Image.Image:
     """Evenly spaced classes of a generated dataset, read from its manifest."""
-    manifest = json.loads((root / MANIFEST).read_text())
-    classes = manifest["classes"]
+    classes = read_manifest(root / MANIFEST).get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, dict) for c in classes):
+        raise ManifestError(f"{root / MANIFEST} lists no classes; delete {root} to generate the dataset again")
     picks = np.unique(np.linspace(0, len(classes) - 1, min(count, len(classes))).round().astype(int))
-    images = [(classes[i]["index"], png.decode_gray(root / classes[i]["file"])) for i in picks]
+    images = [(classes[i].get("index", i), _read_class(root, classes[i])) for i in picks]
     rows = []
     for start in range(0, len(images), columns):
         chunk = images[start:start + columns]
@@ -120,12 +132,57 @@ def formula_grid(name: str, config=None, classes: int = 4, thumb: int = 112) -> 
                    column_labels=(labels or [f"instance {i}" for i in picks])[:len(picks)])
 
 
+def check_writable_folder(folder: Path, option: str) -> None:
+    """`folder` is a folder we can write, or can be created: checked before anything is drawn."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder} is a file, not a folder")
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{option} {folder}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {folder} is not writable ({ancestor} denies writing)")
+
+
+def check_out_file(out: Path) -> str:
+    """--out names an image file in a writable folder; returns the format its extension means."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'grid.png'}")
+    Image.init()
+    image_format = Image.EXTENSION.get(out.suffix.lower())
+    if image_format is None:
+        raise UsageError(f"--out {out}: {out.suffix or 'no extension'} is not an image format; use .png or .jpg")
+    check_writable_folder(out.parent, f"--out {out}: folder")
+    return image_format
+
+
+def save_atomic(image: Image.Image, path: Path, image_format: str | None = None, **options) -> None:
+    """The whole image at `path` or nothing: written beside it, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        image.save(temporary, format=image_format or Image.EXTENSION[path.suffix.lower()], **options)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def main(argv=None) -> int:
     try:
         return make(argv)
     except UserError as error:  # e.g. a seed whose base search runs out of tries
         print(f"python -m onepfrac.figures: error: {error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        print("python -m onepfrac.figures: interrupted; nothing half-written is left", file=sys.stderr)
+        return 130
+    except OSError as error:  # the disk refused a write (full, read-only): one line, no traceback
+        if error.filename is None:
+            raise
+        print(f"python -m onepfrac.figures: error: {error.strerror} writing {error.filename}", file=sys.stderr)
+        return 1
 
 
 def make(argv=None) -> int:
@@ -147,12 +204,14 @@ def make(argv=None) -> int:
     if args.command == "grid":
         if not (args.dataset / MANIFEST).is_file():
             parser.exit(2, f"{parser.prog}: error: {args.dataset} has no {MANIFEST}: not a finished dataset\n")
-        if args.count < 1 or args.columns < 1:
-            parser.exit(2, f"{parser.prog}: error: --count and --columns must be at least 1\n")
-        dataset_grid(args.dataset, args.count, args.columns).save(args.out)
+        for option, value in (("--count", args.count), ("--columns", args.columns)):
+            if value < 1:
+                raise UsageError(f"{option} {value} must be at least 1")
+        image_format = check_out_file(args.out)
+        save_atomic(dataset_grid(args.dataset, args.count, args.columns), args.out, image_format)
         print(args.out)
         return 0
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(args.out_dir, "--out-dir")
     if args.command == "datasets":
         for name in args.names:
             try:
@@ -160,12 +219,12 @@ def make(argv=None) -> int:
             except datasets.UnknownDataset as missing:
                 print(f"skipped {name}: {missing}", file=sys.stderr)
                 continue
-            image.save(args.out_dir / FIGURE_NAMES[name], optimize=True)
+            save_atomic(image, args.out_dir / FIGURE_NAMES[name], optimize=True)
             print(args.out_dir / FIGURE_NAMES[name])
         return 0
     config = single_fractal.Config(seed=args.seed)
     for name, image in (("1p-frac_delta.png", delta_grid(config)), ("1p-frac_sigma.png", sigma_grid(config))):
-        image.save(args.out_dir / name, optimize=True)
+        save_atomic(image, args.out_dir / name, optimize=True)
         print(args.out_dir / name)
     return 0
 

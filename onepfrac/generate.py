@@ -13,7 +13,7 @@ a temporary name and renamed, so no partial PNG is ever visible.
 from __future__ import annotations
 
 import argparse
-import fcntl
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -23,18 +23,72 @@ import sys
 from pathlib import Path
 
 import cv2
+import filelock
 import numpy as np
 from tqdm import tqdm
 
-from onepfrac import __version__, datasets, png
+from onepfrac import __version__, datasets, lifetime, png
 from onepfrac.datasets.interface import flag
 from onepfrac.cores import available_cores
 from onepfrac.errors import UsageError, UserError
 
 MANIFEST = "manifest.json"
 PARTIAL = "manifest.partial.jsonl"
+LOCK = "manifest.lock"  # held while generating; removed once manifest.json is written
 TEMP_SUFFIX = ".tmp"
 FORMAT = "onepfrac-dataset/1"
+
+
+class WriteError(UserError, OSError):
+    """The disk refused a write (full, over quota, read-only, not permitted): nothing half-written is left."""
+
+    exit_code = 1
+
+
+# errno -> what the user reads; any other OSError is a bug worth its traceback
+WRITE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+                errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+if hasattr(errno, "EDQUOT"):
+    WRITE_ERRORS[errno.EDQUOT] = "disk quota exceeded"
+
+
+def write_error(error: OSError, path: Path) -> WriteError:
+    reason = WRITE_ERRORS[error.errno]
+    remedy = "free space" if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) else "make it writable"
+    return WriteError(f"{reason} writing {path}: {remedy} or choose another --base-savedir")
+
+
+class writes_to:
+    """Context manager: an OSError of WRITE_ERRORS inside becomes a one-line WriteError naming `path`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        if isinstance(error, OSError) and not isinstance(error, UserError) and error.errno in WRITE_ERRORS:
+            raise write_error(error, self.path) from None
+        return False
+
+
+class ManifestError(UsageError):
+    """manifest.json or manifest.partial.jsonl that cannot be read: refused, never overwritten."""
+
+
+def read_manifest(path: Path) -> dict:
+    """A finished dataset's manifest.json, or ManifestError saying how to recover."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else f"not valid JSON: {error}"
+        raise ManifestError(f"{path} cannot be read ({reason}); delete {path.parent} to generate the "
+                            "dataset again") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("arguments"), dict):
+        raise ManifestError(f"{path} is not a dataset manifest (no arguments); delete {path.parent} to "
+                            "generate the dataset again")
+    return manifest
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -170,21 +224,48 @@ class Progress:
     def __init__(self, path: Path):
         self.path = path
         self.records: dict[int, dict] = {}
-        self.file = open(path, "a+b")
+        # a lock file beside the log (a lock library may truncate what it locks); the kernel drops the lock
+        # of a process that dies, so a killed run never blocks the next one
+        self.lock = filelock.FileLock(str(path.with_name(LOCK)), timeout=0)
         try:
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.close()
+            with writes_to(path.with_name(LOCK)):
+                self.lock.acquire()
+        except filelock.Timeout:
             raise UsageError(f"another process is generating {path.parent}; wait for it or stop it") from None
-        self.file.seek(0)
-        self.lines: list[dict] = []
-        self.valid_bytes = 0
-        for line in self.file.read().split(b"\n")[:-1]:  # the last piece has no newline: cut by a kill
+        self.file = None
+        self.lines, self.valid_bytes = [], 0
+        # another run may have finished the dataset before we got the lock: then touch nothing
+        self.complete = path.with_name(MANIFEST).exists()
+        if self.complete:
+            return
+        try:
+            with writes_to(path):
+                self.file = open(path, "a+b")
+            self.file.seek(0)
+            self.lines, self.valid_bytes = self._parse(self.file.read())
+        except BaseException:
+            if self.file is not None:
+                self.file.close()
+            self.lock.release()
+            raise
+
+    def _parse(self, data: bytes) -> tuple[list[dict], int]:
+        """The records and the length of the valid prefix; only a last line without its newline
+        (cut by a kill) is dropped, anything else unreadable is refused rather than overwritten."""
+        lines, valid = [], 0
+        pieces = data.split(b"\n")
+        for number, line in enumerate(pieces[:-1], 1):  # the last piece has no newline: cut by a kill
             try:
-                self.lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            self.valid_bytes += len(line) + 1
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = None
+            if not isinstance(record, dict) or (number == 1 and not isinstance(record.get("arguments"), dict)) \
+                    or (number > 1 and not isinstance(record.get("index"), int)):
+                raise ManifestError(f"{self.path} line {number} is not a valid record (damaged file?); delete "
+                                    f"{self.path.parent} to generate the dataset again")
+            lines.append(record)
+            valid += len(line) + 1
+        return lines, valid
 
     def check(self, header: dict) -> None:
         """Refuse a log started with other arguments or another generator version."""
@@ -207,23 +288,58 @@ class Progress:
             self.records[record["index"]] = record
 
     def _append(self, record: dict) -> None:
-        self.file.seek(0, os.SEEK_END)
-        self.file.write(json.dumps(record, sort_keys=True).encode() + b"\n")
-        self.file.flush()
+        end = self.file.seek(0, os.SEEK_END)
+        try:
+            with writes_to(self.path):
+                self.file.write(json.dumps(record, sort_keys=True).encode() + b"\n")
+                self.file.flush()
+        except WriteError:
+            self._cut(end)  # no half record left behind for the next run to trip over
+            raise
+
+    def _cut(self, size: int) -> None:
+        try:
+            self.file.truncate(size)
+        except OSError:
+            pass  # then the next run drops the cut last line, as after a kill
+
+    def finish(self) -> None:
+        """The dataset is complete (manifest.json written): remove the log and then the lock."""
+        self.path.unlink()
+        self.complete = True  # close() removes the lock file
 
     def add(self, record: dict) -> None:
         self.records[record["index"]] = record
         self._append(record)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+        if self.complete:
+            self._remove_lock_file()  # the lock file we created after the other run removed its own
+        self.lock.release()
+
+    def _remove_lock_file(self) -> None:
+        try:
+            os.unlink(self.path.with_name(LOCK))  # only once manifest.json exists, so a waiter sees it
+        except OSError:
+            pass  # Windows cannot remove an open file; filelock removes it on release there
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """`data` at `path` in full or not at all; a refused write leaves no temporary file."""
     temporary = path.with_name(path.name + TEMP_SUFFIX)
-    with open(temporary, "wb") as f:
-        f.write(data)
-    os.replace(temporary, path)
+    try:
+        with writes_to(path):
+            with open(temporary, "wb") as f:
+                f.write(data)
+            os.replace(temporary, path)
+    except BaseException:
+        try:
+            temporary.unlink()
+        except OSError:
+            pass  # never created, or already renamed
+        raise
 
 
 def remove_temporaries(root: Path) -> None:
@@ -248,11 +364,16 @@ def encode_image(image: np.ndarray, bits: int, compression: int) -> bytes:
 _WORK: dict = {}
 
 
-def _init_worker(dataset, config, shared, png_bits, png_compression, root, ignore_sigint=True):
+def _init_worker(dataset, config, shared, png_bits, png_compression, root, ignore_sigint=True, parent=None):
+    if parent is not None:
+        lifetime.die_with_parent(parent)  # a killed generator must not leave workers writing PNGs
+        lifetime.quiet_broken_pipe()  # and a worker whose parent is gone has no one to tell
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cleans up
     _WORK.update(module=datasets.load(dataset), config=config, shared=shared, png_bits=png_bits,
                  png_compression=png_compression, root=Path(root))
+    if parent is not None:
+        _WORK["parent"] = parent
 
 
 def _make_class(index: int) -> dict:
@@ -264,7 +385,10 @@ def _make_class(index: int) -> dict:
         data = encode_image(image, _WORK["png_bits"], _WORK["png_compression"])
         relative = datasets.file_name(module, config, index, instance)
         path = _WORK["root"] / relative
-        path.parent.mkdir(exist_ok=True)
+        with writes_to(path.parent):
+            path.parent.mkdir(exist_ok=True)
+        if "parent" in _WORK:
+            lifetime.exit_if_orphaned(_WORK["parent"])  # no PNG after the parent died
         write_atomic(path, data)
         files.append(relative)
         checksums.append(hashlib.sha256(data).hexdigest())
@@ -288,13 +412,10 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
     header = header_for(config, png_bits, png_compression, dataset)
     manifest_path = root / MANIFEST
     if manifest_path.exists():
-        diff = differences(json.loads(manifest_path.read_text()), header)
-        if diff:
-            raise UsageError(f"{root} already holds a dataset made with other settings: " + "; ".join(diff))
-        return root
+        return finished(root, header)
     if root.exists() and not root.is_dir():
         raise UsageError(f"--base-savedir {base_savedir}: {root} exists and is a file")
-    if root.exists() and any(root.iterdir()) and not (root / PARTIAL).exists():
+    if root.exists() and not (root / PARTIAL).exists() and any(p.name != LOCK for p in root.iterdir()):
         raise UsageError(f"{root} exists and is not a dataset being generated (no {PARTIAL}); "
                          f"move it away or choose another --base-savedir")
 
@@ -303,14 +424,19 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
         log = Progress(root / PARTIAL)  # locks; nothing written yet
     try:
         if log is not None:
+            if log.complete:  # another run finished it just before we took the lock
+                return finished(root, header)
             log.check(header)
         shared = datasets.prepare(module, config)  # may raise; nothing is written before this succeeds
         clash = set(shared) & (set(header) | {"classes"})
         if clash:
             raise RuntimeError(f"{dataset}.prepare returned reserved manifest keys {sorted(clash)}")
         if log is None:
-            root.mkdir(parents=True, exist_ok=True)
+            with writes_to(root):
+                root.mkdir(parents=True, exist_ok=True)
             log = Progress(root / PARTIAL)
+            if log.complete:  # a concurrent run finished it first
+                return finished(root, header)
         log.start({**header, **shared})
         remove_temporaries(root)
         todo = [i for i in range(classes)
@@ -321,6 +447,7 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
                    desc=root.name, disable=not progress, dynamic_ncols=True)
         context = (shared, png_bits, png_compression, str(root))
         _init_worker(dataset, config, *context, ignore_sigint=False)
+        _WORK.pop("parent", None)
         try:
             if workers == 1:
                 for index in todo:
@@ -329,7 +456,8 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
             else:
                 # fork shares the kernels compiled above; 1p-frac's classes are tiny, so hand them out in fours
                 chunksize = 4 if instances == 1 else 1
-                with _pool_context().Pool(workers, _init_worker, (dataset, config, *context)) as pool:
+                initargs = (dataset, config, *context, True, os.getpid())
+                with _pool_context().Pool(workers, _init_worker, initargs) as pool:
                     for record in pool.imap_unordered(_make_class, todo, chunksize=chunksize):
                         log.add(record)
                         bar.update()
@@ -337,14 +465,22 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
             bar.close()
         manifest = {**header, **shared, "classes": [log.records[i] for i in range(classes)]}
         write_atomic(manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
-        (root / PARTIAL).unlink()
-    except KeyboardInterrupt:
-        if root.is_dir():
+        log.finish()
+    except BaseException:
+        if root.is_dir() and log is not None:  # the pool is gone: no worker writes any more
             remove_temporaries(root)
         raise
     finally:
         if log is not None:
             log.close()
+    return root
+
+
+def finished(root: Path, header: dict) -> Path:
+    """A complete dataset is left as it is; one made with other settings is refused."""
+    diff = differences(read_manifest(root / MANIFEST), header)
+    if diff:
+        raise UsageError(f"{root} already holds a dataset made with other settings: " + "; ".join(diff))
     return root
 
 

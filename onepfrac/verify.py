@@ -16,7 +16,6 @@ manifest, an unfinished generation, a bad option).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import filelock
 from tqdm import tqdm
 
 from onepfrac import __version__, datasets, generate
@@ -77,14 +77,11 @@ class Report:
 def unfinished_error(root: Path) -> UsageError:
     """What to say about a folder that has manifest.partial.jsonl but no manifest.json."""
     partial = root / generate.PARTIAL
+    if generating(root):
+        return UsageError(f"{root} is being generated right now (a generator holds {generate.LOCK}); "
+                          f"verify it once that run has finished")
     try:
         with open(partial, "rb") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return UsageError(f"{root} is being generated right now (a generator holds {generate.PARTIAL}); "
-                                  f"verify it once that run has finished")
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
             first = f.readline()
     except OSError as error:
         return UsageError(f"{partial}: cannot read it ({error.strerror})")
@@ -92,6 +89,22 @@ def unfinished_error(root: Path) -> UsageError:
     how = f"rerun the command that started it: {command}" if command else "rerun the same generate command"
     return UsageError(f"{root}: the generation is unfinished ({generate.PARTIAL}, no {generate.MANIFEST}); "
                       f"to finish it, {how}")
+
+
+def generating(root: Path) -> bool:
+    """Whether a generator holds the folder's lock now; never creates the lock file."""
+    lock_path = root / generate.LOCK
+    if not lock_path.exists():
+        return False
+    lock = filelock.FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return True
+    except OSError:
+        return False
+    lock.release()
+    return False
 
 
 def resume_command(root: Path, header_line: bytes) -> str | None:

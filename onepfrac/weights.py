@@ -3,6 +3,7 @@
     python -m onepfrac.weights list
     python -m onepfrac.weights download NAME_OR_URL [--cache-dir DIR]   # prints the file's path
     python -m onepfrac.weights where NAME                                # where to put a file by hand
+    python -m onepfrac.weights verify NAME [--file PATH]                 # check a file's size and sha256
 
 Files go to the cache directory: --cache-dir, else $ONEPFRAC_CACHE, else ~/.cache/onepfrac.
 A download is written to `<file>.part`, resumed with an HTTP Range request after an
@@ -13,8 +14,8 @@ so a file at the final path is always complete. Only the standard library does t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
+import errno
 import hashlib
 import html
 import http.client
@@ -30,7 +31,9 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from onepfrac.errors import UserError
+import filelock
+
+from onepfrac.errors import UsageError, UserError
 
 CACHE_ENV = "ONEPFRAC_CACHE"
 DEFAULT_CACHE = Path("~/.cache/onepfrac")
@@ -132,34 +135,61 @@ def url_path(url: str, directory=None) -> Path:
     return cache_dir(directory) / "urls" / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{base}"
 
 
-def _release(name: str) -> Release:
+class UnknownCheckpoint(DownloadError):
+    """A name in no registry entry, or a folder given as a checkpoint: bad input (exit 2), nothing was tried."""
+
+    exit_code = 2
+
+
+def _release(name: str, command: str = "") -> Release:
     if name not in RELEASES:
         close = difflib.get_close_matches(name, RELEASES, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise DownloadError(f"{name!r} is not a known checkpoint{hint} "
-                            "(`python -m onepfrac.weights list` shows them)")
+        raise UnknownCheckpoint(f"{command + ' ' if command else ''}{name!r} is not a known checkpoint{hint} "
+                                "(`python -m onepfrac.weights list` shows them)")
     return RELEASES[name]
 
 
 # ---------------------------------------------------------------- public entry points
 
-def resolve(spec, cache_dir=None, progress: bool = True) -> Path:
+def resolve(spec, cache_dir=None, progress: bool = True, option: str = "--ckpt") -> Path:
     """The local file for the trainer's --ckpt: an existing path, an http(s) URL (downloaded into
-    the cache) or a known release name (downloaded unless already cached)."""
+    the cache) or a known release name (downloaded unless already cached). `option` is what the
+    user typed the spec as, named in every message."""
     text = str(spec)
     if text.startswith(("http://", "https://")):
         return fetch(text, url_path(text, cache_dir), progress=progress)
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_file():
-            raise DownloadError(f"--ckpt {text}: not a file")
+            raise UnknownCheckpoint(f"{option} {text}: a folder, not a checkpoint file")
         return path
     if text in RELEASES:
         return download(text, cache_dir, progress)
     close = difflib.get_close_matches(text, RELEASES, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise DownloadError(f"--ckpt {text}: no such file, not an http(s) URL and not a known checkpoint name."
+    raise UnknownCheckpoint(f"{option} {text}: no such file, not an http(s) URL and not a known checkpoint name."
                         f"{hint} `python -m onepfrac.weights list` shows the known names.")
+
+
+def check_cache_dir(directory=None) -> Path:
+    """The cache directory must be a folder we can write, or creatable; name where it came from."""
+    where = cache_dir(directory)
+    source = "--cache-dir" if directory else f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "the default cache"
+    ancestor = where
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{source} {where}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{source} {where} is not writable ({ancestor} denies writing)")
+    return where
+
+
+# a disk that refuses writes: one line; the .part file stays for the rerun to resume
+DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+               errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+               getattr(errno, "EDQUOT", errno.ENOSPC): "disk quota exceeded"}
 
 
 def resolve_option(spec, progress: bool = True) -> Path:
@@ -196,30 +226,25 @@ def fetch(url: str, dest, size: int | None = None, sha256: str | None = None, pr
     if dest.exists():
         verify(dest, size, sha256)
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # every rank of a distributed run resolves --ckpt: one downloads, the others wait and reuse it
-    with _exclusive(dest.with_name(f".{dest.name}.lock")):
-        if dest.exists():
-            verify(dest, size, sha256)
-            return dest
-        return _fetch_unlocked(url, dest, size, sha256, progress, retries, timeout)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path):
-    """An advisory lock between processes (and threads) on a lock file, left in place afterwards
-    (deleting it would let a waiting process lock a file that no longer has a name)."""
     try:
-        import fcntl
-    except ImportError:  # Windows: no locking, downloads in parallel processes may collide
-        yield
-        return
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # every rank of a distributed run resolves --ckpt: one downloads, the others wait and reuse it
+        with _exclusive(dest.with_name(f".{dest.name}.lock")):
+            if dest.exists():
+                verify(dest, size, sha256)
+                return dest
+            return _fetch_unlocked(url, dest, size, sha256, progress, retries, timeout)
+    except OSError as error:
+        if isinstance(error, UserError) or error.errno not in DISK_ERRORS:
+            raise
+        raise DownloadError(f"{DISK_ERRORS[error.errno]} writing {error.filename or dest}: free space or choose "
+                            f"another --cache-dir (or ${CACHE_ENV}), then run the same command again "
+                            "to resume") from None
+
+
+def _exclusive(lock_path: Path) -> filelock.FileLock:
+    """A lock between processes (and threads) on a lock file beside the download, portable (filelock)."""
+    return filelock.FileLock(str(lock_path))
 
 
 def _fetch_unlocked(url, dest: Path, size, sha256, progress, retries, timeout) -> Path:
@@ -262,6 +287,24 @@ def verify(path, size: int | None, sha256: str | None) -> None:
         if digest != sha256.lower():
             raise DownloadError(f"{path}: sha256 {digest} does not match the published {sha256}: "
                                 "corrupt or another file")
+
+
+def verify_release(name: str, file=None, directory=None) -> str:
+    """`weights verify`: a line describing NAME's file once it matches what was published."""
+    release = _release(name, "verify")
+    path = Path(file).expanduser() if file is not None else release_path(name, directory)
+    if file is not None and not path.is_file():
+        raise UnknownCheckpoint(f"--file {file}: {'not a file' if path.exists() else 'no such file'}")
+    if not path.exists():
+        raise DownloadError(f"verify {name}: {path} does not exist; `python -m onepfrac.weights download "
+                            f"{name}` fetches it")
+    if not path.is_file():
+        raise DownloadError(f"verify {name}: {path} is not a file")
+    verify(path, release.size, release.sha256)
+    digest = file_sha256(path)
+    checked = "size and sha256 match" if release.sha256 else ("size matches; no published sha256"
+                                                               if release.size else "nothing published to compare")
+    return f"{path}: {path.stat().st_size:,} bytes, sha256 {digest} ({checked})"
 
 
 def file_sha256(path) -> str:
@@ -459,7 +502,10 @@ def main(argv=None) -> int:
     fetching.add_argument("--no-progress", action="store_true", help="no progress bar")
     where = commands.add_parser("where", help="print where NAME goes in the cache (to place it by hand)")
     where.add_argument("name", metavar="NAME")
-    for command in (listing, fetching, where):
+    checking = commands.add_parser("verify", help="check NAME's cached file (or --file) against its published size and sha256")
+    checking.add_argument("name", metavar="NAME")
+    checking.add_argument("--file", type=Path, default=None, help="the file to check (default: NAME's place in the cache)")
+    for command in (listing, fetching, where, checking):
         command.add_argument("--cache-dir", type=Path, default=None,
                              help=f"cache directory (default ${CACHE_ENV}, else {DEFAULT_CACHE})")
     args = parser.parse_args(argv)
@@ -467,9 +513,14 @@ def main(argv=None) -> int:
         if args.command == "list":
             print(_table(args.cache_dir))
         elif args.command == "where":
-            print(release_path(args.name, args.cache_dir))
+            print(cache_dir(args.cache_dir) / _release(args.name, "where").filename)
+        elif args.command == "verify":
+            print(verify_release(args.name, args.file, args.cache_dir))
         else:
-            path = resolve(args.name, args.cache_dir, progress=not args.no_progress)
+            if not args.name.startswith(("http://", "https://")) and not Path(args.name).expanduser().exists():
+                _release(args.name, "download")  # an unknown name is bad input, whatever the cache
+            check_cache_dir(args.cache_dir)
+            path = resolve(args.name, args.cache_dir, progress=not args.no_progress, option="download")
             release = RELEASES.get(args.name)
             if release is not None and release.sha256 is None:
                 print(f"{path.stat().st_size:,} bytes, sha256 {file_sha256(path)} (no published checksum "

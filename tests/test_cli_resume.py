@@ -1,8 +1,8 @@
 """Interrupted runs resume to the same bytes; mismatched or concurrent runs are refused."""
 
-import fcntl
 import signal
 
+import filelock
 import pytest
 from PIL import Image
 
@@ -176,8 +176,7 @@ def test_second_run_while_another_holds_the_lock_is_refused(tmp_path, capsys, mo
     assert interrupt_in_process(tiny_args(base, 6), capsys, monkeypatch, after=2)[0] == 130
     root = dataset_dir(base, samples=6)
     before = snapshot(root)
-    with open(root / PARTIAL, "rb") as held:
-        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running generator does
+    with filelock.FileLock(str(root / generate.LOCK), timeout=0):  # as a running generator holds it
         code, out, err = run_main(tiny_args(base, 6), capsys)
         assert code == 2 and out == ""
         assert err.count("\n") == 1 and "another process is generating" in err

@@ -3,7 +3,6 @@
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -231,7 +230,8 @@ def test_driver_script_writes_what_the_module_cli_writes(tmp_path, capsys, name)
     bad = subprocess.run(["bash", str(REPO / "1p-frac_generator" / script)], cwd=tmp_path,
                          env={**env, "CLASSES": "0", "BASE_SAVEDIR": str(tmp_path / "bad")},
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and re.search("--classes:? 0", bad.stderr) and not (tmp_path / "bad").exists()
+    # the driver checks its variables itself and names the one that is wrong
+    assert bad.returncode == 2 and "CLASSES=0" in bad.stderr and not (tmp_path / "bad").exists()
     assert json.loads((root / generate.MANIFEST).read_text())["dataset"] == name
 
 

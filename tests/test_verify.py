@@ -1,6 +1,5 @@
 """`python -m onepfrac.verify DATASET_DIR`: hashes, missing/extra/unfinished files, --rerender, user mistakes."""
 
-import fcntl
 import hashlib
 import json
 import shlex
@@ -9,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import filelock
 import pytest
 
 from conftest import CLI_TIMEOUT, interrupt_in_process, tiny_args
@@ -243,8 +243,7 @@ def test_an_unfinished_generation_is_refused_with_the_command_that_finishes_it(t
 
 def test_a_folder_being_generated_now_is_refused_as_such(tmp_path, capsys):
     (tmp_path / generate.PARTIAL).write_text("{}\n")
-    with open(tmp_path / generate.PARTIAL, "rb") as held:
-        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as a running generator holds it
+    with filelock.FileLock(str(tmp_path / generate.LOCK)):  # as a running generator holds it
         code, _, err = run_verify([tmp_path], capsys)
     assert code == 2
     assert "is being generated right now" in one_error_line(err)

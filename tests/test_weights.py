@@ -334,7 +334,7 @@ def test_cli_download_prints_the_cached_path(drive, tmp_path, monkeypatch, capsy
 
 
 def test_cli_errors_exit_non_zero_with_one_line(capsys, tmp_path):
-    assert weights.main(["download", "no-such-weights", "--cache-dir", str(tmp_path)]) == 1
-    assert capsys.readouterr().err.startswith("error: --ckpt no-such-weights: no such file")
+    assert weights.main(["download", "no-such-weights", "--cache-dir", str(tmp_path)]) == 2  # bad input
+    assert capsys.readouterr().err.startswith("error: download 'no-such-weights' is not a known checkpoint")
     assert weights.main(["where", "1p-frac-vit-tiny-delta0.2", "--cache-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip().startswith(str(tmp_path))

@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from onepfrac.datasets.interface import STREAMS, check_choice, check_range, require, stream
+from onepfrac.errors import UsageError
 
 NAME = "real-image"
 
@@ -128,8 +129,9 @@ def load_image(image: str) -> np.ndarray:
         pixels = getattr(skimage.data, image)()
     else:
         pixels = cv2.imread(image, cv2.IMREAD_COLOR)
-        if pixels is None:
-            raise ValueError(f"--image: {image!r} cannot be read as an image")
+        if pixels is None:  # OpenCV says nothing more: not an image, a format it lacks, or unreadable
+            raise UsageError(f"--image {image}: not an image file OpenCV can read (PNG, JPEG, TIFF, BMP, WebP...) "
+                             f"or one of the bundled images {', '.join(BUNDLED)}")
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import shlex
 import sys
 from pathlib import Path
 
-from onepfrac.errors import UserError
+from onepfrac.errors import UsageError, UserError
 from onepfrac.sweep import runner
 from onepfrac.sweep.grid import load_grid, select
 from onepfrac.sweep.stages import commands
@@ -39,6 +41,23 @@ def dry_run(grid, cells, out: Path) -> None:
             print(f"  {stage}: {shlex.join(command)}")
 
 
+def check_out(out: Path) -> None:
+    """--out must be a folder we can write, or creatable: checked before any cell starts."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"--out {out}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out} is not writable ({ancestor} denies writing)")
+
+
+# a disk that refuses writes mid-sweep: one line, and the rerun resumes
+DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -53,6 +72,7 @@ def main(argv=None) -> int:
         grid = load_grid(args.grid)
         out = Path(args.out) if args.out else Path("output") / "sweeps" / grid.name
         cells = select(grid.cells, args.only)
+        check_out(out)
         runner.preflight(grid, cells, out.resolve(), sys.executable)
         if args.dry_run:
             dry_run(grid, cells, out.resolve())
@@ -64,3 +84,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as error:
+        if error.errno not in DISK_ERRORS:
+            raise
+        print(f"error: {error.strerror} writing {error.filename}: free space or choose another --out; "
+              "then run the same command again to resume", file=sys.stderr)
+        return 1

@@ -230,6 +230,15 @@ def _match_entry(where: str, entry) -> dict:
     return checked
 
 
+def yaml_message(path: Path, error: yaml.YAMLError) -> str:
+    """One line: the file, the line and column (1-based, as editors count) and what is wrong."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = " ".join(str(getattr(error, "problem", None) or error).split())
+    context = getattr(error, "context", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    return f"grid: {where}: not valid YAML: {problem}" + (f" ({' '.join(context.split())})" if context else "")
+
+
 def load_grid(path) -> Grid:
     """Read and check a grid file; raise GridError on the first mistake."""
     path = Path(path)
@@ -237,8 +246,10 @@ def load_grid(path) -> Grid:
         raise GridError(f"grid: {str(path)!r} is not a file")
     try:
         raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise GridError(f"grid: {path} cannot be read ({getattr(error, 'strerror', None) or error})") from None
     except yaml.YAMLError as error:
-        raise GridError(f"grid: {str(path)!r} is not valid YAML ({error})") from None
+        raise GridError(yaml_message(path, error)) from None
     _check_keys(f"grid {path.name}", raw, TOP_KEYS)
     grid_dir = path.resolve().parent
     for key in ("pretrain", "finetune", "finetune_data"):

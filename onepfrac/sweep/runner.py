@@ -21,11 +21,16 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import filelock
+
+from onepfrac import lifetime
+from onepfrac.errors import UserError
 from onepfrac.sweep import results
 from onepfrac.sweep.grid import REPO, Cell, Grid, GridError, reference_for
 from onepfrac.sweep.stages import commands, fingerprint, stage_options, to_argv
@@ -33,15 +38,32 @@ from onepfrac.train.options import UsageError, build_parser, parse_args
 
 CELL_JSON = "cell.json"
 LOG_TAIL = 20
+LOCK = ".sweep.lock"  # held by the sweep running in an output folder
+OWN_SIGINT_S = 2.0  # after Ctrl-C, how long a child gets to stop on the terminal's own SIGINT
+STOP_S = 30.0  # then, how long it gets to save and exit before it is killed
+
+
+class SweepBusy(UserError):
+    """Another sweep holds the output folder."""
+
+    exit_code = 1
 
 
 # ---------------------------------------------------------------- small file helpers
 
-def write_json(path: Path, data: dict) -> None:
-    """Atomic: a crash leaves the old record or the new one, never half of one."""
+def write_text(path: Path, text: str) -> None:
+    """Atomic: a crash or a full disk leaves the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
@@ -66,11 +88,41 @@ def tail(path: Path, lines: int = LOG_TAIL) -> str:
 
 def call(argv: list[str], log: Path) -> int:
     """Run one CLI with its output appended to `log`; the one place that starts processes
-    (tests replace it to count or interrupt calls)."""
+    (tests replace it to count or interrupt calls). The child dies with the sweep, even a
+    killed one, so a rerun never meets a trainer still writing into the same folder."""
     with open(log, "a") as stream:
         stream.write(f"$ {' '.join(argv)}\n")
         stream.flush()
-        return subprocess.run(argv, stdout=stream, stderr=subprocess.STDOUT, cwd=REPO).returncode
+        parent = os.getpid()
+        preexec = lifetime.preexec_for(parent, signal.SIGTERM)  # SIGTERM: a launcher passes it on
+        command = argv if preexec is not None else lifetime.watched(argv, parent)
+        process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=preexec)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            stop(process)
+            raise
+        finally:
+            if process.poll() is None:  # a second Ctrl-C while stopping, or any other exit
+                process.kill()
+                process.wait()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """After Ctrl-C: the child got the terminal's SIGINT too and saves its state; give it that
+    time, send SIGINT ourselves if the interrupt reached only the sweep, and kill it last."""
+    try:
+        process.wait(timeout=OWN_SIGINT_S)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    if hasattr(signal, "SIGINT") and os.name == "posix":
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=STOP_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 # ---------------------------------------------------------------- checks before any work
@@ -261,8 +313,22 @@ def run(grid: Grid, cells: list[Cell], out: Path, python: str = sys.executable, 
             print(message, flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
+    # one sweep per folder: two would start the same trainings into the same cells; the kernel
+    # releases a killed sweep's lock, so a rerun after kill -9 is never refused
+    lock = filelock.FileLock(str(out / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise SweepBusy(f"another sweep is running in {out}; wait for it or stop it") from None
+    try:
+        return _run_locked(grid, cells, out, python, say, progress)
+    finally:
+        lock.release()
+
+
+def _run_locked(grid: Grid, cells: list[Cell], out: Path, python: str, say, progress: bool) -> int:
     if grid.path != (out / "grid.yaml").resolve():  # a record of what ran; never copied onto itself
-        shutil.copyfile(grid.path, out / "grid.yaml")
+        write_text(out / "grid.yaml", grid.path.read_text())
     todo = [c for c in cells if (read_json(out / "cells" / c.name / CELL_JSON) or {}).get("status") != "complete"]
     say(f"sweep {grid.name}: {len(cells)} cells, {len(cells) - len(todo)} already complete")
     failed = []
@@ -294,10 +360,10 @@ def aggregate(out: Path, progress: bool = True) -> list[dict]:
     rows = [results.row(r) for r in records]
     names = sorted({r.get("grid", "sweep") for r in records})
     title = f"Sweep {', '.join(names)}"
-    (out / "results.csv").write_text(results.csv_text(rows))
-    (out / "results.md").write_text(results.markdown(rows, title))
+    write_text(out / "results.csv", results.csv_text(rows))
+    write_text(out / "results.md", results.markdown(rows, title))
     (out / "figure").mkdir(exist_ok=True)
-    (out / "figure" / "top1.svg").write_text(results.svg(rows, title))
+    write_text(out / "figure" / "top1.svg", results.svg(rows, title))
     if progress:
         print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'figure' / 'top1.svg'}")
     return rows

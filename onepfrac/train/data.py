@@ -5,27 +5,69 @@ format are decoded once into memory when they fit; samples are drawn by an epoch
 batch sampler with DistributedSampler's semantics, and each sample's augmentation is seeded by
 (seed, epoch, index), so a run does not depend on the number of DataLoader workers and a
 resumed run sees exactly the samples an uninterrupted run would.
+
+What counts in a folder, as torchvision's ImageFolder counts it, plus two rules of its own:
+- classes are the sub-folders of the root, sorted by name; samples are the files under a class
+  folder (sub-folders included) whose names end in one of IMG_EXTENSIONS (any case); other
+  files (notes, CSVs, .npy) are ignored, not decoded;
+- hidden entries (names starting with '.': `.ipynb_checkpoints/`, `.DS_Store`, macOS's `._x.png`)
+  are never classes nor samples;
+- a class folder without images is refused, naming it, as ImageFolder refuses it;
+- a folder written by `python -m onepfrac.generate` is checked against its manifest.json (class
+  and file counts and names), and one whose generation was interrupted (manifest.partial.jsonl,
+  no manifest.json) is refused with the command that finishes it.
+An image that cannot be decoded is reported by its path, whichever process decodes it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shlex
+import struct
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 from onepfrac.errors import UserError
+from onepfrac.train.checkpoint import short_message
 from onepfrac.train.options import DATASETS
+
+# What PIL raises for a file that is not, or no longer, a whole image (truncated, junk, a bomb).
+UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
+              Image.DecompressionBombError)
 
 
 class DataError(UserError, ValueError):
     """A dataset is missing, empty or does not match the options; the message says which."""
+
+    def __init__(self, message: str = ""):
+        # DataLoader re-raises a worker's error as type(its traceback text): keep its last line.
+        if isinstance(message, str) and "DataLoader worker" in message and "Traceback" in message:
+            message = message.rstrip().splitlines()[-1].partition(": ")[2] or message
+        super().__init__(message)
+
+
+def _unreadable(path, error: BaseException) -> DataError:
+    reason = short_message(error).replace(f" {str(path)!r}", "")  # PIL repeats the path
+    return DataError(f"{path}: not a readable image ({reason}); remove or replace the file")
+
+
+def load_rgb(path: str) -> Image.Image:
+    """The file as an RGB PIL image, as ImageFolder's loader gives it; DataError naming it if it
+    cannot be decoded."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except UNREADABLE as error:
+        raise _unreadable(path, error) from None
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -64,35 +106,157 @@ class FileDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            return image.convert("RGB"), label
+        return load_rgb(path), label
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
 
 
 def scan_folder(root: Path, option: str) -> tuple[list[tuple[str, int]], list[str]]:
-    """Files and classes of an ImageFolder-layout directory, with errors that name `option`."""
+    """Files and classes of an ImageFolder-layout directory, with errors that name `option`
+    (what counts: the module docstring)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{option}: {str(root)!r} is not a directory")
-    try:
-        classes, class_to_index = find_classes(str(root))
-    except FileNotFoundError:
+    check_unfinished(root, option)
+    with os.scandir(root) as entries:
+        classes = sorted(e.name for e in entries if e.is_dir() and not _hidden(e.name))
+    if not classes:
         raise DataError(f"{option}: {str(root)!r} has no class folders (expected "
-                        f"{root}/<class>/<image>.png, as torchvision's ImageFolder)") from None
-    samples = make_dataset(str(root), class_to_index, extensions=IMG_EXTENSIONS,
-                           allow_empty=True)
-    if not samples:
+                        f"{root}/<class>/<image>.png, as torchvision's ImageFolder; hidden "
+                        "folders such as .ipynb_checkpoints are not classes)")
+    samples, empty = [], []
+    for index, name in enumerate(classes):
+        found = _class_images(root / name)
+        if not found:
+            empty.append(name)
+        samples.extend((path, index) for path in found)
+    extensions = f"{', '.join(IMG_EXTENSIONS[:4])}, ..."
+    if len(empty) == len(classes):
         raise DataError(f"{option}: {str(root)!r} has {len(classes)} class folder(s) but no "
-                        f"images ({', '.join(IMG_EXTENSIONS[:4])}, ...)")
+                        f"images ({extensions})")
+    if empty:
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise DataError(f"{option}: class folder {str(root / empty[0])!r}{more} has no images "
+                        f"({extensions}; other files and hidden ones are ignored): add images "
+                        "or remove the folder")
+    check_manifest(root, option, samples, classes)
     return samples, classes
 
 
+def _class_images(folder: Path) -> list[str]:
+    """Image files under a class folder, in ImageFolder's order (sorted walk, sorted names)."""
+    walked = []
+    for where, folders, files in os.walk(folder, followlinks=True):
+        folders[:] = [name for name in folders if not _hidden(name)]  # never descend into them
+        walked.append((where, files))
+    return [os.path.join(where, name) for where, files in sorted(walked) for name in sorted(files)
+            if not _hidden(name) and name.lower().endswith(IMG_EXTENSIONS)]
+
+
+# ---------------------------------------------------------------- datasets of the generator
+
+# The names onepfrac.generate writes (MANIFEST, PARTIAL), kept here so that reading a folder
+# does not import the generator and OpenCV.
+MANIFEST = "manifest.json"
+PARTIAL = "manifest.partial.jsonl"
+
+
+def check_unfinished(root: Path, option: str) -> None:
+    """Refuse a dataset whose generation was interrupted: some classes are missing."""
+    partial = root / PARTIAL
+    if (root / MANIFEST).exists() or not partial.exists():
+        return
+    try:
+        lines = partial.read_bytes().split(b"\n")
+        header = json.loads(lines[0])
+        done = sum(1 for line in lines[1:] if line.strip())
+    except (OSError, ValueError):
+        header, done = None, None
+    command = generate_command(root, header) if isinstance(header, dict) else None
+    recorded = f" ({done} class(es) written so far)" if done is not None else ""
+    how = (f"finish it by running the same command again: {command}" if command
+           else "finish it by running the same `python -m onepfrac.generate` command again")
+    raise DataError(f"{option}: {str(root)!r} is an unfinished dataset{recorded}: its generation "
+                    f"was interrupted ({PARTIAL} and no {MANIFEST}); {how}")
+
+
+def generate_command(root: Path, header: dict) -> str | None:
+    """The generator's command line that wrote (and finishes) `root`, from the arguments its
+    partial manifest records; options at their defaults are left out."""
+    arguments = header.get("arguments")
+    if not isinstance(arguments, dict):
+        return None
+    from onepfrac import datasets
+    from onepfrac.datasets.interface import flag
+
+    dataset = header.get("dataset", datasets.DEFAULT)
+    defaults = {"png_bits": 8, "png_compression": 1}
+    try:
+        defaults.update({f.name: f.default for f in datasets.options(datasets.load(dataset))})
+    except (ImportError, UserError):
+        defaults = {}  # an unknown dataset: spell out every argument
+    words = ["python -m onepfrac.generate"]
+    if dataset != datasets.DEFAULT:
+        words.append(f"--dataset {shlex.quote(str(dataset))}")
+    words.append(f"--base-savedir {shlex.quote(str(root.parent))}")
+    words += [f"{flag(key)} {shlex.quote(str(value))}" for key, value in sorted(arguments.items())
+              if key not in defaults or defaults[key] != value]
+    return " ".join(words)
+
+
+def check_manifest(root: Path, option: str, samples: list[tuple[str, int]],
+                   classes: list[str]) -> None:
+    """A generated folder must hold what its manifest.json lists: no class or file lost or added."""
+    path = root / MANIFEST
+    if not path.exists():
+        return  # real data (CIFAR as images, ImageNet): nothing to check against
+    try:
+        records = json.loads(path.read_text())["classes"]
+        from onepfrac.datasets import record_files
+
+        listed = sorted(f for record in records for f in record_files(record))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{option}: {path} is not a readable manifest ({short_message(error)}); "
+                        "regenerate the dataset or remove the file to train on the folder as "
+                        "it is") from None
+    # String slicing, not Path objects: FractalDB-1k lists a million files.
+    listed_classes = sorted({f.split("/", 1)[0] for f in listed})
+    prefix = len(os.path.join(str(root), ""))
+    on_disk = sorted(p[prefix:].replace(os.sep, "/") for p, _ in samples)
+    fix = "restore the folder or regenerate it with `python -m onepfrac.generate`"
+    if listed_classes != classes:
+        gone = sorted(set(listed_classes) - set(classes))
+        extra = sorted(set(classes) - set(listed_classes))
+        first = f"first missing: {gone[0]!r}" if gone else f"first not listed: {extra[0]!r}"
+        raise DataError(f"{option}: {str(root)!r} has {len(classes)} class folder(s) but its "
+                        f"{MANIFEST} lists {len(listed_classes)} ({first}); {fix}")
+    if listed != on_disk:
+        gone = sorted(set(listed) - set(on_disk))
+        extra = sorted(set(on_disk) - set(listed))
+        first = f"first missing: {gone[0]}" if gone else f"first not listed: {extra[0]}"
+        raise DataError(f"{option}: {str(root)!r} has {len(on_disk)} image(s) but its "
+                        f"{MANIFEST} lists {len(listed)} ({first}); {fix}")
+
+
+def dataset_classes(kind: str, root: Path, option: str) -> list[str]:
+    """The classes a dataset has, from its listing alone (nothing decoded)."""
+    if kind == "folder":
+        return scan_folder(root, option)[1]
+    return open_dataset(kind, root, False, option, "always", 0.0, False).classes
+
+
 def _decode(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        if image.mode in ("L", "RGB"):
-            return np.asarray(image)
-        if image.mode in ("1", "I", "I;16", "F", "LA"):
-            return np.asarray(image.convert("L"))
-        array = np.asarray(image.convert("RGB"))
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("L", "RGB"):
+                return np.asarray(image)
+            if image.mode in ("1", "I", "I;16", "F", "LA"):
+                return np.asarray(image.convert("L"))
+            array = np.asarray(image.convert("RGB"))
+    except UNREADABLE as error:
+        raise _unreadable(path, error) from None
     # A palette image with gray entries (the generator's --png-bits 1) stays one channel.
     if (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
         return np.ascontiguousarray(array[..., 0])
@@ -109,15 +273,22 @@ def decode_all(samples: list[tuple[str, int]], progress: bool) -> np.ndarray:
     if len(shapes) > 1:
         # Mixed gray and colour images, or sizes: fall back to RGB so one array holds all.
         if len({shape[:2] for shape in shapes}) > 1:
-            raise DataError(f"images differ in size ({sorted(shapes)[:3]} ...): use --in-memory never")
+            size = arrays[0].shape[:2]
+            odd = next(i for i, a in enumerate(arrays) if a.shape[:2] != size)
+            raise DataError(f"images differ in size: {paths[odd]} is {arrays[odd].shape[1]}x"
+                            f"{arrays[odd].shape[0]}, {paths[0]} {size[1]}x{size[0]}; one array "
+                            "cannot hold them: use --in-memory never")
         arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
     return np.stack(arrays)
 
 
 def estimate_decoded_bytes(samples: list[tuple[str, int]]) -> int:
-    with Image.open(samples[0][0]) as image:
-        width, height = image.size
-        channels = 1 if image.mode in ("L", "1") else 3
+    try:
+        with Image.open(samples[0][0]) as image:
+            width, height = image.size
+            channels = 1 if image.mode in ("L", "1") else 3
+    except UNREADABLE as error:
+        raise _unreadable(samples[0][0], error) from None
     return width * height * channels * len(samples)
 
 

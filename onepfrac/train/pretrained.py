@@ -24,7 +24,8 @@ from torch import nn
 from onepfrac.train.checkpoint import CheckpointError, short_message
 from onepfrac.train.options import CKPT_WHICH
 
-__all__ = ["read_checkpoint_safely", "read_state_dict", "load_pretrained", "unwrap_model"]
+__all__ = ["HeadMismatch", "read_checkpoint_safely", "read_state_dict", "load_pretrained",
+           "describe_report", "check_training_checkpoint", "unwrap_model"]
 
 # Prefixes wrappers add to every key: DataParallel/DDP (`module.`) and torch.compile (`_orig_mod.`).
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -41,6 +42,17 @@ assert {"auto", *ENTRIES} == set(CKPT_WHICH)
 # head, head_dist, fc: docs/released-code.md).
 FALLBACK_CLASSIFIERS = ("head", "head_dist", "fc")
 MAX_LISTED = 12
+# What a training checkpoint (onepfrac.train.checkpoint) holds besides the weights, to resume.
+TRAINING_ENTRIES = ("model", "optimizer", "lr_scheduler", "epoch")
+
+
+class HeadMismatch(CheckpointError):
+    """The checkpoint's classifier scores another number of classes than the model's."""
+
+    def __init__(self, message: str, checkpoint_classes: int | None, model_classes: int):
+        super().__init__(message)
+        self.checkpoint_classes = checkpoint_classes
+        self.model_classes = model_classes
 
 
 # ---------------------------------------------------------------- reading
@@ -67,15 +79,16 @@ def read_state_dict(source, which: str = "auto", trust_pickle: bool = False) -> 
     return _read(source, which, trust_pickle)[0]
 
 
-def _read(source, which: str, trust_pickle: bool) -> tuple[dict, str, list[str]]:
-    """(state dict, description of the format and entry used, notes for the report)."""
+def _read(source, which: str, trust_pickle: bool) -> tuple[dict, str, list[str], dict]:
+    """(state dict, description of the format and entry used, notes for the report, the
+    training arguments the file stores or {})."""
     if which not in CKPT_WHICH:
         raise CheckpointError(f"which={which!r} is not one of {', '.join(['auto', *ENTRIES])}")
     name = str(source) if isinstance(source, (str, os.PathLike)) else f"the given {type(source).__name__}"
     if isinstance(source, (str, os.PathLike)):
         obj = _load_weights_file(Path(source), trust_pickle)
         if _is_safetensors(Path(source)):
-            return _strip_wrappers(obj, name), "safetensors", []
+            return _strip_wrappers(obj, name), "safetensors", [], {}
     elif isinstance(source, nn.Module):
         obj = source.state_dict()
     else:
@@ -84,6 +97,7 @@ def _read(source, which: str, trust_pickle: bool) -> tuple[dict, str, list[str]]
         raise CheckpointError(f"{name}: expected a dict of weights, found {type(obj).__name__}")
 
     notes: list[str] = []
+    stored = obj.get("args") if isinstance(obj.get("args"), Mapping) else {}
     if "classy_state_dict" in obj:
         state, fmt = _from_classy(obj, name, notes)
     elif _is_state_dict(obj):
@@ -99,7 +113,7 @@ def _read(source, which: str, trust_pickle: bool) -> tuple[dict, str, list[str]]
         if not _is_state_dict(state):
             raise CheckpointError(f"{name}: entry '{entry}' is not a state dict "
                                   f"(found {type(state).__name__})")
-    return _strip_wrappers(state, name), fmt, notes
+    return _strip_wrappers(state, name), fmt, notes, dict(stored)
 
 
 def _load_weights_file(path: Path, trust_pickle: bool):
@@ -280,17 +294,25 @@ def load_pretrained(model: nn.Module, source, which: str = "auto", drop_head="au
     - Any other missing key, unexpected key or shape mismatch raises CheckpointError listing
       them, before the model is touched.
 
-    Returns a report: source, format, loaded/dropped/resampled keys and notes.
+    With drop_head=False (evaluation: the head is what is measured) a classifier for another
+    number of classes raises HeadMismatch, and a checkpoint without one CheckpointError.
+
+    Returns a report: source, format, loaded/dropped/resampled keys, the class counts of the
+    checkpoint's head and of the model, the stored training arguments and notes.
     """
     if drop_head not in ("auto", True, False):
         raise CheckpointError(f"drop_head={drop_head!r} must be 'auto', True or False")
     target = unwrap_model(model)
-    state, fmt, notes = _read(source, which, trust_pickle)
+    state, fmt, notes, stored = _read(source, which, trust_pickle)
     name = str(source) if isinstance(source, (str, os.PathLike)) else f"the given {type(source).__name__}"
     expected = target.state_dict()
     state = dict(state)
+    names = _classifier_names(target)
+    head_classes, model_classes = _head_classes(state, names), _head_classes(expected, names)
+    if drop_head is False and model_classes is not None:
+        _check_head_kept(name, state, expected, names, head_classes, model_classes)
 
-    dropped = _drop_classifier(state, expected, _classifier_names(target), drop_head)
+    dropped = _drop_classifier(state, expected, names, drop_head)
     resampled = {}
     if "pos_embed" in state and "pos_embed" in expected and state["pos_embed"].shape != expected["pos_embed"].shape:
         resampled["pos_embed"] = _resample_pos_embed(state, expected["pos_embed"], target)
@@ -312,12 +334,103 @@ def load_pretrained(model: nn.Module, source, which: str = "auto", drop_head="au
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
                   for k, v in state.items() if k in expected and v.shape != expected[k].shape]
     if missing or unexpected or mismatched:
-        raise CheckpointError(_mismatch_message(name, fmt, missing, unexpected, mismatched, state, expected))
+        raise CheckpointError(_mismatch_message(name, fmt, missing, unexpected, mismatched, state,
+                                                expected, _trained_as(stored), _builds(target)))
 
     result = target.load_state_dict(state, strict=False)
     assert not result.unexpected_keys and set(result.missing_keys) <= allowed_missing, result
     return {"source": name, "format": fmt, "loaded": len(state), "dropped": dropped,
-            "resampled": resampled, "notes": notes}
+            "resampled": resampled, "head_classes": head_classes, "model_classes": model_classes,
+            "args": stored, "notes": notes}
+
+
+def describe_report(report: dict) -> str:
+    """load_pretrained's report as one readable line (what was loaded, dropped, resampled)."""
+    parts = [f"{report['loaded']} tensors ({report['format']})"]
+    if report["dropped"]:
+        parts.append(f"dropped {', '.join(report['dropped'])}")
+    parts += [f"resampled {key} {old} -> {new}" for key, (old, new) in report["resampled"].items()]
+    return "; ".join(parts + list(report["notes"]))
+
+
+def _head_classes(state: Mapping, names: tuple[str, ...]) -> int | None:
+    """The number of classes a state dict's classifier scores (its first weight's rows), or None."""
+    for key, value in state.items():
+        if _is_classifier(key, names) and key.endswith(".weight") and value.dim() >= 1:
+            return int(value.shape[0])
+    return None
+
+
+def _check_head_kept(name, state, expected, names, head_classes, model_classes) -> None:
+    if head_classes is None:
+        raise HeadMismatch(f"{name} holds no classifier ({' / '.join(names)}): it cannot score "
+                           f"the model's {model_classes} classes; use a fine-tuned checkpoint",
+                           None, model_classes)
+    differing = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+                 for k, v in state.items()
+                 if _is_classifier(k, names) and k in expected and v.shape != expected[k].shape]
+    if differing:
+        raise HeadMismatch(f"{name}: its head scores {head_classes} classes, the model "
+                           f"{model_classes} ({differing[0]}); the head is kept, not replaced",
+                           head_classes, model_classes)
+
+
+def check_training_checkpoint(state, model: nn.Module, path, option: str = "--resume") -> None:
+    """Refuse, in one line naming `option` and the file, a checkpoint a run cannot resume from:
+    a bare state dict or weights without the training state, or another model's weights
+    (shapes, missing or extra tensors, or a head for another number of classes).
+
+    The trainer calls it on checkpoint.load_checkpoint's dict, before anything is restored."""
+    where = f"{option} {path}"
+    if _is_state_dict(state):
+        raise CheckpointError(f"{where}: holds a bare state dict, not a training checkpoint (no "
+                              "optimizer/epoch); use --ckpt to start from its weights")
+    if not isinstance(state, Mapping) or not _is_state_dict(state.get("model")):
+        found = sorted(k for k in state if isinstance(k, str)) if isinstance(state, Mapping) else []
+        raise CheckpointError(f"{where}: not a training checkpoint of this trainer (no model "
+                              f"weights; entries {_listing(found) or 'none'})")
+    absent = [k for k in TRAINING_ENTRIES if k not in state]
+    if absent:
+        raise CheckpointError(f"{where}: holds weights only, not a training checkpoint (no "
+                              f"{'/'.join(absent)}); use --ckpt to start from its weights")
+    target = unwrap_model(model)
+    saved = _strip_wrappers(state["model"], str(path))
+    expected = target.state_dict()
+    names = _classifier_names(target)
+    shapes = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in saved.items()
+              if k in expected and v.shape != expected[k].shape]
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    if not (shapes or missing or unexpected):
+        return
+    if not missing and not unexpected and all(_is_classifier(k, names) for k, _, _ in shapes):
+        raise CheckpointError(f"{where}: its head scores {_head_classes(saved, names)} classes, "
+                              f"this run's data {_head_classes(expected, names)}: resume on the "
+                              "data it was trained on, or start afresh in another --output-dir")
+    stored = state.get("args") if isinstance(state.get("args"), Mapping) else {}
+    differences = []
+    if shapes:
+        key, old, new = shapes[0]
+        differences.append(f"{len(shapes)} tensors differ in shape (first: {key} "
+                           f"{list(old)} vs {list(new)})")
+    if missing:
+        differences.append(f"{len(missing)} missing (first: {missing[0]})")
+    if unexpected:
+        differences.append(f"{len(unexpected)} not in this model (first: {unexpected[0]})")
+    trained = _trained_as(stored) or _describe(saved) or "another model"
+    raise CheckpointError(f"{where}: was trained as {trained}, this run builds {_builds(target)}: "
+                          f"{', '.join(differences)}; resume with the same --model and "
+                          "--model-kwargs, or start afresh in another --output-dir")
+
+
+def _trained_as(stored: Mapping) -> str:
+    """'vit_small_patch16_224 (depth=6)' from a checkpoint's stored arguments, '' without them."""
+    model = stored.get("model")
+    if not isinstance(model, str):
+        return ""
+    kwargs = stored.get("model_kwargs") or {}
+    extra = " ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) if isinstance(kwargs, Mapping) else ""
+    return f"{model} ({extra})" if extra else model
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -373,18 +486,31 @@ def _resample_pos_embed(state: dict, new: torch.Tensor, model: nn.Module) -> tup
     return (tuple(old.shape), tuple(state["pos_embed"].shape))
 
 
-def _mismatch_message(name, fmt, missing, unexpected, mismatched, state, expected) -> str:
-    lines = [f"{name} ({fmt}) does not fit the model; nothing was loaded."]
+def _builds(model: nn.Module) -> str:
+    """'vit_tiny_patch16_224 (2 blocks, width 16)': the model's timm name and shape."""
+    config = getattr(model, "pretrained_cfg", None) or {}
+    name = config.get("architecture") or type(model).__name__
+    shape = _describe(model.state_dict())
+    return f"{name} ({shape})" if shape else name
+
+
+def _mismatch_message(name, fmt, missing, unexpected, mismatched, state, expected,
+                      trained_as="", builds="") -> str:
+    """One line: what differs, then what the weights were trained as and what the model is."""
+    parts = [f"{name} ({fmt}) does not fit the model; nothing was loaded"]
     if missing:
-        lines.append(f"  missing from the checkpoint ({len(missing)}): {_listing(missing)}")
+        parts.append(f"missing from the checkpoint ({len(missing)}): {_listing(missing)}")
     if unexpected:
-        lines.append(f"  unexpected in the checkpoint ({len(unexpected)}): {_listing(unexpected)}")
-    if mismatched:
-        lines.append(f"  shape mismatch ({len(mismatched)}): {_listing(mismatched)}")
+        parts.append(f"unexpected in the checkpoint ({len(unexpected)}): {_listing(unexpected)}")
+    if mismatched:  # every tensor of a wider model differs: the first few tell the story
+        parts.append(f"shape mismatch ({len(mismatched)}): {_listing(mismatched, 3)}")
     have, want = _describe(state), _describe(expected)
-    if have and want and have != want:
-        lines.append(f"  checkpoint: {have}; model: {want}: choose the model the weights were trained as")
-    return "\n".join(lines)
+    if trained_as and builds:
+        parts.append(f"it was trained as {trained_as}, the model is {builds}: choose the model "
+                     "(and --model-kwargs) the weights were trained as")
+    elif have and want and have != want:
+        parts.append(f"checkpoint: {have}; model: {want}: choose the model the weights were trained as")
+    return "; ".join(parts)
 
 
 def _describe(state: Mapping) -> str:
@@ -396,7 +522,7 @@ def _describe(state: Mapping) -> str:
     return f"{len(blocks)} blocks, width {width}"
 
 
-def _listing(items) -> str:
+def _listing(items, limit: int = MAX_LISTED) -> str:
     items = [str(i) for i in items]
-    shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f", ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... and {len(items) - limit} more" if len(items) > limit else "")

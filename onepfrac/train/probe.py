@@ -318,31 +318,42 @@ def model_options(args, source: Path) -> None:
 
 def run(args) -> int:
     try:
-        validate(args)
-        device = choose_device(args.device, 0)
-        data_module.seed_everything(args.seed)
-        source = weights.resolve_option(args.ckpt, progress=args.progress)
-        model_options(args, source)
-        args.drop_path = 0.0
-        model = create_model(args, num_classes=0)  # no head: features only
-        probes = probe_depths(args.blocks or default_depths(model), model, args.model)
-        root = Path(args.data_dir)
-        folder = args.dataset == "folder"
-        train_set, val_set = (
-            data_module.open_dataset(args.dataset, root / split if folder else root,
-                                     split == "train", "--data-dir", args.in_memory,
-                                     args.memory_limit_gb, args.progress)
-            for split in ("train", "val"))
-        if len(train_set.classes) != len(val_set.classes):
-            raise data_module.DataError(f"--data-dir: the validation set has "
-                                        f"{len(val_set.classes)} classes, the training set "
-                                        f"{len(train_set.classes)}")
-        report = pretrained.load_pretrained(model, source, which=args.ckpt_which, drop_head=True,
-                                      trust_pickle=args.ckpt_trust_pickle)
-    except UserError as error:
+        return _run(args)
+    except UserError as error:  # the options, the data (decoded at extraction too) or the weights
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
 
+
+def _run(args) -> int:
+    validate(args)
+    device = choose_device(args.device, 0)
+    data_module.seed_everything(args.seed)
+    source = weights.resolve_option(args.ckpt, progress=args.progress)
+    model_options(args, source)
+    args.drop_path = 0.0
+    model = create_model(args, num_classes=0)  # no head: features only
+    probes = probe_depths(args.blocks or default_depths(model), model, args.model)
+    root = Path(args.data_dir)
+    folder = args.dataset == "folder"
+    train_set, val_set = (
+        data_module.open_dataset(args.dataset, root / split if folder else root,
+                                 split == "train", "--data-dir", args.in_memory,
+                                 args.memory_limit_gb, args.progress)
+        for split in ("train", "val"))
+    if len(train_set.classes) != len(val_set.classes):
+        raise data_module.DataError(f"--data-dir: the validation set has "
+                                    f"{len(val_set.classes)} classes, the training set "
+                                    f"{len(train_set.classes)}")
+    if train_set.classes != val_set.classes:
+        # Labels are positions in the sorted class list: other names would score the wrong class.
+        first = next(i for i, (a, b) in enumerate(zip(train_set.classes, val_set.classes))
+                     if a != b)
+        raise data_module.DataError(
+            f"--data-dir: the validation set's classes differ from the training set's (class "
+            f"{first} is {val_set.classes[first]!r} in val/, {train_set.classes[first]!r} in "
+            "train/); both need the same class folders")
+    report = pretrained.load_pretrained(model, source, which=args.ckpt_which, drop_head=True,
+                                        trust_pickle=args.ckpt_trust_pickle)
     print(f"loaded {args.ckpt} into {args.model} ({report['loaded']} tensors; head dropped: "
           f"{', '.join(report['dropped']) or 'none'})", flush=True)
     transform = data_module.eval_transform(args)

@@ -71,8 +71,16 @@ def open_datasets(args, context: Context):
             f"--num-classes {args.num_classes} does not match the {len(classes)} classes "
             f"found in {str(where)!r}")
     if train is not None and val is not None and len(val.classes) != len(classes):
-        raise data_module.DataError(f"the validation set has {len(val.classes)} classes, the "
-                                    f"training set {len(classes)}")
+        raise data_module.DataError(f"the validation set {str(root)!r} has {len(val.classes)} "
+                                    f"classes, the training set {str(train_root(args))!r} "
+                                    f"{len(classes)}; both need the same class folders")
+    if train is not None and val is not None and val.classes != classes:
+        # Labels are positions in the sorted class list: other names would score the wrong class.
+        first = next(i for i, (a, b) in enumerate(zip(classes, val.classes)) if a != b)
+        raise data_module.DataError(
+            f"the validation set's classes differ from the training set's (class {first} is "
+            f"{val.classes[first]!r} in {str(root)!r}, {classes[first]!r} in "
+            f"{str(train_root(args))!r}); both need the same class folders")
     return train, val, len(classes)
 
 
@@ -182,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+RUN_DEFINING = ("model", "model_kwargs", "img_size")  # what makes a checkpoint another run's
+
+
 def resume_state(args, light: bool = False):
     """(path, checkpoint, finished) of the run --resume continues, or (None, None, False).
 
@@ -198,6 +209,13 @@ def resume_state(args, light: bool = False):
         raise UsageError(f"--epochs {args.epochs} does not match the {planned} epochs of the run "
                          f"being resumed ({path}, {done} done); resume with --epochs {planned}, "
                          "or start afresh in another --output-dir")
+    recorded = state.get("args") or {}
+    for name in RUN_DEFINING:  # another model or input resumed (or found finished) is not this run
+        if name in recorded and recorded[name] != getattr(args, name):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"--resume {path}: that run used {flag} {recorded[name]!r}, this one "
+                             f"{getattr(args, name)!r}; resume with the run's options, or start afresh "
+                             "in another --output-dir")
     finished = isinstance(done, int) and done >= args.epochs
     return path, state, finished
 
@@ -221,9 +239,25 @@ def check_only(args) -> int:
 
 def load_weights(args, model, context: Context) -> None:
     source = weights.resolve_option(args.ckpt, progress=args.progress and context.is_main)
-    report = pretrained.load_pretrained(model, source, which=args.ckpt_which,
-                                        trust_pickle=args.ckpt_trust_pickle)
-    log(context, f"loaded {args.ckpt}: {report}")
+    evaluating = args.mode == "eval"  # the trained head is what eval measures: never replace it
+    try:
+        report = pretrained.load_pretrained(model, source, which=args.ckpt_which,
+                                            drop_head=False if evaluating else "auto",
+                                            trust_pickle=args.ckpt_trust_pickle)
+    except pretrained.HeadMismatch as error:
+        if error.checkpoint_classes is None:
+            raise
+        option = "--val-dir" if args.val_dir else "--data-dir"
+        raise data_module.DataError(
+            f"--ckpt {args.ckpt}: the checkpoint's head has {error.checkpoint_classes} classes, "
+            f"{option} {str(val_root(args))!r} has {error.model_classes} classes; evaluate on the "
+            "classes it was trained on (hidden folders are not classes)") from None
+    log(context, f"loaded {args.ckpt}: {pretrained.describe_report(report)}")
+    if report["dropped"] and report["head_classes"] is not None:
+        replaced = (f"a new one for {report['model_classes']} classes"
+                    if report["model_classes"] is not None else "no head (features only)")
+        log(context, f"{args.mode}: the checkpoint's head ({report['head_classes']} classes) is "
+                     f"replaced by {replaced}")
 
 
 def train(args, context: Context) -> int:
@@ -238,17 +272,20 @@ def train(args, context: Context) -> int:
     main_decides(context, lambda: run_folder.probe(args))
     claimed = []
     try:
-        return train_in(args, context, output_dir, resumed, claimed)
+        return train_in(args, context, output_dir, resume, resumed, claimed)
     finally:
         for lock in claimed:
             lock.release()
 
 
-def train_in(args, context: Context, output_dir: Path, resumed: dict | None, claimed: list) -> int:
+def train_in(args, context: Context, output_dir: Path, resume: Path | None, resumed: dict | None,
+             claimed: list) -> int:
     """The run itself (train); the run folder's lock goes to `claimed`, for train to release."""
     data_module.seed_everything(args.seed + context.rank)
     train_set, val_set, num_classes = open_datasets(args, context)
     model = create_model(args, num_classes)
+    if resumed is not None:  # a bare state dict or another model's run: one line, before any work
+        pretrained.check_training_checkpoint(resumed, model, resume)
     if args.ckpt:
         load_weights(args, model, context)
     if args.freeze_blocks:
@@ -410,9 +447,12 @@ def evaluate_checkpoint(args, context: Context) -> int:
     for key in EVAL_FROM_CHECKPOINT:
         if key in stored and key not in args.explicit:
             setattr(args, key, stored[key])
-    _, val_set, num_classes = open_datasets(args, context)
-    model = create_model(args, num_classes)
+    # The head must fit the folder's classes: checked on its listing, before anything is decoded.
+    option = "--val-dir" if args.val_dir else "--data-dir"
+    classes = data_module.dataset_classes(args.dataset, val_root(args), option)
+    model = create_model(args, len(classes))
     load_weights(args, model, context)
+    _, val_set, num_classes = open_datasets(args, context)
     model.to(context.device)
     start = time.perf_counter()
     result = engine.evaluate(model, eval_loader(args, val_set, context), context=context,
