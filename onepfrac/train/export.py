@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -179,8 +180,14 @@ def export_checkpoint(source, out_dir, model: str | None = None, model_kwargs: d
     try:
         report = pretrained.load_pretrained(net, state, drop_head=False)
     except CheckpointError as error:  # its several lines name the keys: one line here
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = lines[-1].split(": choose the model")[0]
+        if isinstance(error, pretrained.HeadMismatch):
+            try:  # the head is checked first; a trunk that does not fit either is the better hint
+                pretrained.load_pretrained(net, state, drop_head=True)
+            except CheckpointError as trunk:
+                error = trunk
+        text = " ".join(str(error).split())
+        trained_as = re.search(r"checkpoint: [^;:]*; model: [^;:]*", text)  # the shapes, in short
+        detail = trained_as.group(0) if trained_as else text
         built = f" {model_kwargs}" if model_kwargs else " and no --model-kwargs"
         raise UsageError(f"{source}: the weights do not fit {model}{built} ({detail}); give the "
                          "--model and --model-kwargs they were trained with") from error
