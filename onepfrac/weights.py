@@ -4,6 +4,7 @@
     python -m onepfrac.weights download NAME_OR_URL [--cache-dir DIR]   # prints the file's path
     python -m onepfrac.weights where NAME                                # where to put a file by hand
     python -m onepfrac.weights verify NAME [--file PATH]                 # check a file's size and sha256
+    python -m onepfrac.weights export CKPT OUT_DIR                       # a Hub model folder for timm
 
 Files go to the cache directory: --cache-dir, else $ONEPFRAC_CACHE, else ~/.cache/onepfrac.
 A download is written to `<file>.part`, resumed with an HTTP Range request after an
@@ -493,9 +494,16 @@ def _table(directory) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:  # its own parser, in a module that imports torch: the rest stay light
+        from onepfrac.train import export
+        return export.main(argv[1:], prog="python -m onepfrac.weights export")
     parser = argparse.ArgumentParser(prog="python -m onepfrac.weights",
-                                     description="Released checkpoints: list, download, locate.")
+                                     description="Released checkpoints: list, download, locate, export.")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("export", add_help=False,
+                        help="write CKPT (file, URL or NAME) as a Hugging Face Hub model folder timm "
+                             "loads alone: export CKPT OUT_DIR (see export --help)")
     listing = commands.add_parser("list", help="known released checkpoints")
     fetching = commands.add_parser("download", help="download NAME (or an http(s) URL) and print its path")
     fetching.add_argument("name", metavar="NAME")

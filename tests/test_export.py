@@ -176,7 +176,8 @@ def test_bad_export_inputs_are_one_line_errors_with_exit_2(tmp_path, capsys):
     torch.save(tiny_vit().state_dict(), path)
     out = tmp_path / "hub"
     cases = [
-        ([tmp_path / "nope.pth", out], "CKPT: '"),
+        ([tmp_path / "nope.pth", out], "CKPT " + str(tmp_path / "nope.pth") + ": no such file"),
+        ([tmp_path, out], "a folder, not a checkpoint file"),
         ([path, out, "--model", ARCH, *KWARGS, *INPUTS, "--num-classes", "5"],
          "--num-classes 5 does not match the 10 classes"),
         ([path, out, "--model", "no_such_net", *INPUTS], "--model: 'no_such_net' is not a timm model"),

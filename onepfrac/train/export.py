@@ -272,7 +272,8 @@ def _check_inputs(img_size, mean, std, interpolation, crop_pct) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The export command's arguments (also `python -m onepfrac.weights export`)."""
-    parser.add_argument("ckpt", metavar="CKPT", help="a weights file of any format --ckpt reads")
+    parser.add_argument("ckpt", metavar="CKPT",
+                        help="a weights file of any format --ckpt reads, an http(s) URL or a released name")
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="the model folder to write")
     parser.add_argument("--model", default=None, help="timm model name (default: the checkpoint's)")
     parser.add_argument("--model-kwargs", nargs="*", type=model_kwarg, default=None, metavar="KEY=VALUE",
@@ -291,16 +292,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="unpickle arbitrary objects in CKPT (only for files you trust)")
     parser.add_argument("--overwrite", action="store_true",
                         help=f"replace {WEIGHTS} and {CONFIG} in a non-empty OUT_DIR")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where a URL or a released name is downloaded (as onepfrac.weights)")
+    parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
     return parser
 
 
-def run(args, source: Path | None = None) -> int:
-    """Export as parsed by add_arguments' options; prints one line on success."""
-    source = Path(args.ckpt) if source is None else source
-    if not source.exists():
-        raise UsageError(f"CKPT: {args.ckpt!r} does not exist")
+def run(args) -> int:
+    """Export as parsed by add_arguments' options; prints one line on success. CKPT may also be
+    an http(s) URL or a released checkpoint's name (onepfrac.weights: downloaded into the cache),
+    whose registry entry names its model."""
+    from onepfrac import weights
+
+    source = weights.resolve(args.ckpt, args.cache_dir, progress=not args.no_progress, option="CKPT")
+    release = weights.RELEASES.get(args.ckpt)
     written = export_checkpoint(
-        source, args.out_dir, model=args.model,
+        source, args.out_dir, model=args.model or (release.model if release else None),
         model_kwargs=None if args.model_kwargs is None else dict(args.model_kwargs),
         num_classes=args.num_classes, img_size=args.img_size, mean=args.mean, std=args.std,
         interpolation=args.interpolation, crop_pct=args.crop_pct, which=args.which,
@@ -312,15 +319,18 @@ def run(args, source: Path | None = None) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m onepfrac.train.export") -> int:
     parser = add_arguments(OneLineParser(
-        prog="python -m onepfrac.train.export",
-        description="Write a checkpoint's weights as a Hugging Face Hub model folder for timm."))
+        prog=prog, description="Write a checkpoint's weights as a Hugging Face Hub model folder "
+                               "(model.safetensors, config.json) that timm loads alone."))
     try:
         return run(parser.parse_args(argv))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again (a download resumes)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
