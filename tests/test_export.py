@@ -221,3 +221,20 @@ def test_a_training_checkpoint_exports_its_non_ema_weights(tmp_path):
         loaded = timm.create_model(f"local-dir:{out}", pretrained=True)
         assert torch.equal(outputs(loaded, 32), outputs(expected, 32))
     assert json.loads((tmp_path / "auto" / "config.json").read_text())["pretrained_cfg"]["crop_pct"] == 0.9
+
+
+def test_weights_export_takes_a_released_name_and_its_registry_model(tmp_path, capsys):
+    from onepfrac import weights
+
+    name = "1p-frac-vit-tiny-delta0.1"
+    model = tiny_vit(seed=4)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    torch.save({"model": model.state_dict(), "epoch": 80000}, cache / weights.RELEASES[name].filename)
+    out = tmp_path / "hub"
+    assert weights.main(["export", name, str(out), "--cache-dir", str(cache), *KWARGS, *INPUTS]) == 0
+    assert f"{out}: model.safetensors and config.json of {ARCH} (10 classes, 32 px" in capsys.readouterr().out
+    loaded = timm.create_model(f"local-dir:{out}", pretrained=True)
+    assert torch.equal(outputs(loaded, 32), outputs(model, 32))
+    assert weights.main(["export", name]) == 2
+    assert capsys.readouterr().err == "error: the following arguments are required: OUT_DIR\n"
