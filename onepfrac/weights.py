@@ -560,11 +560,17 @@ def _table(directory) -> str:
     return "\n".join(lines)
 
 
+def _export_source(spec, directory, progress: bool):
+    """`export`'s CKPT as a local file (a URL or a name downloaded) and the model its release names."""
+    release = RELEASES.get(str(spec))
+    return resolve(spec, directory, progress=progress, option="CKPT"), release.model if release else None
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export"]:  # its own parser, in a module that imports torch: the rest stay light
         from onepfrac.train import export
-        return export.main(argv[1:], prog="python -m onepfrac.weights export")
+        return export.main(argv[1:], prog="python -m onepfrac.weights export", resolve=_export_source)
     parser = argparse.ArgumentParser(prog="python -m onepfrac.weights",
                                      description="Released checkpoints: list, download, locate, export.")
     commands = parser.add_subparsers(dest="command", required=True)

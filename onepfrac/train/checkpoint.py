@@ -216,8 +216,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     """Read a training checkpoint written by `save_checkpoint` (to resume a run), with
     `weights_only=True`: no code of the file runs.
 
-    A file of format /1 (numpy's RNG state as numpy objects) is read by
-    pretrained.read_checkpoint_safely, which rebuilds numpy arrays as data (tensors on the CPU).
+    A file of format /1 (numpy's RNG state as numpy objects) is read allowing numpy's array and
+    scalar types only, which rebuild as data (its tensors on the CPU).
     """
     path = Path(path)
     if not path.is_file():
@@ -244,17 +244,31 @@ def _corrupt(path: Path, error: BaseException) -> CheckpointError:
 
 
 def _read_first_format(path: Path) -> dict:
-    from onepfrac.train import pretrained  # imports this module: imported here, when needed
-
     try:
-        return pretrained.read_checkpoint_safely(path)
-    except CheckpointError as error:
-        found = re.search(r"Python object of type (\S+),", str(error))
+        with torch.serialization.safe_globals(numpy_data_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if found is None:
-            raise
+            raise _corrupt(path, error) from error
         raise CheckpointError(f"{path}: holds a Python object of type {found.group(1)}, which this "
                               "trainer's checkpoints never hold; resume only from a checkpoint "
                               "this trainer wrote") from error
+    except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise _corrupt(path, error) from error
+
+
+def numpy_data_globals() -> list:
+    """What unpickles numpy arrays and scalars (format /1's RNG state) as data: rebuilding them
+    runs no code of the file's choosing."""
+    try:
+        from numpy._core import multiarray  # numpy 2
+    except ImportError:
+        from numpy.core import multiarray
+    return [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
+            *(type(np.dtype(name)) for name in ("bool", "int8", "int16", "int32", "int64", "uint8",
+                                                 "uint16", "uint32", "uint64", "float16", "float32",
+                                                 "float64"))]
 
 
 def read_progress(path) -> dict:

@@ -3,6 +3,8 @@
     python -m onepfrac.weights export CKPT OUT_DIR [--model NAME] [--model-kwargs KEY=VALUE ...]
         [--num-classes N] [--img-size PX] [--mean R G B] [--std R G B] [--overwrite]
 
+(`python -m onepfrac.train.export` is the same for a CKPT that is a local file.)
+
 The folder holds `model.safetensors` (the timm state dict) and `config.json`, timm's pretrained
 config written by timm's own `save_config_for_hf`: architecture, num_classes, model_args (the
 kwargs the model was built with), label_names, and pretrained_cfg with input_size, mean, std,
@@ -270,10 +272,12 @@ def _check_inputs(img_size, mean, std, interpolation, crop_pct) -> None:
 
 # ---------------------------------------------------------------- command line
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The export command's arguments (also `python -m onepfrac.weights export`)."""
+def add_arguments(parser: argparse.ArgumentParser, downloads: bool = False) -> argparse.ArgumentParser:
+    """The export command's arguments; `downloads`: CKPT may be a URL or a released name
+    (`python -m onepfrac.weights export`), which --cache-dir and --no-progress are about."""
     parser.add_argument("ckpt", metavar="CKPT",
-                        help="a weights file of any format --ckpt reads, an http(s) URL or a released name")
+                        help="a weights file of any format --ckpt reads"
+                             + (", an http(s) URL or a released name" if downloads else ""))
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="the model folder to write")
     parser.add_argument("--model", default=None, help="timm model name (default: the checkpoint's)")
     parser.add_argument("--model-kwargs", nargs="*", type=model_kwarg, default=None, metavar="KEY=VALUE",
@@ -292,22 +296,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="unpickle arbitrary objects in CKPT (only for files you trust)")
     parser.add_argument("--overwrite", action="store_true",
                         help=f"replace {WEIGHTS} and {CONFIG} in a non-empty OUT_DIR")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="where a URL or a released name is downloaded (as onepfrac.weights)")
-    parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    if downloads:
+        parser.add_argument("--cache-dir", type=Path, default=None,
+                            help="where a URL or a released name is downloaded (as `download`)")
+        parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
     return parser
 
 
-def run(args) -> int:
-    """Export as parsed by add_arguments' options; prints one line on success. CKPT may also be
-    an http(s) URL or a released checkpoint's name (onepfrac.weights: downloaded into the cache),
-    whose registry entry names its model."""
-    from onepfrac import weights
-
-    source = weights.resolve(args.ckpt, args.cache_dir, progress=not args.no_progress, option="CKPT")
-    release = weights.RELEASES.get(args.ckpt)
+def run(args, resolve=None) -> int:
+    """Export as parsed by add_arguments' options; prints one line on success. `resolve(spec,
+    cache_dir, progress)` gives (local file, the model its registry entry names, or None) for a
+    URL or a released name (`python -m onepfrac.weights export` passes it); without it CKPT is a
+    file."""
+    source, registry_model = (_local_file(args.ckpt), None) if resolve is None else \
+        resolve(args.ckpt, args.cache_dir, not args.no_progress)
     written = export_checkpoint(
-        source, args.out_dir, model=args.model or (release.model if release else None),
+        source, args.out_dir, model=args.model or registry_model,
         model_kwargs=None if args.model_kwargs is None else dict(args.model_kwargs),
         num_classes=args.num_classes, img_size=args.img_size, mean=args.mean, std=args.std,
         interpolation=args.interpolation, crop_pct=args.crop_pct, which=args.which,
@@ -319,12 +323,23 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None, prog: str = "python -m onepfrac.train.export") -> int:
+def _local_file(spec: str) -> Path:
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UsageError(f"CKPT {spec}: no such file (`python -m onepfrac.weights export` also takes "
+                         "an http(s) URL or a released name)")
+    if not path.is_file():
+        raise UsageError(f"CKPT {spec}: a folder, not a checkpoint file")
+    return path
+
+
+def main(argv=None, prog: str = "python -m onepfrac.train.export", resolve=None) -> int:
     parser = add_arguments(OneLineParser(
         prog=prog, description="Write a checkpoint's weights as a Hugging Face Hub model folder "
-                               "(model.safetensors, config.json) that timm loads alone."))
+                               "(model.safetensors, config.json) that timm loads alone."),
+        downloads=resolve is not None)
     try:
-        return run(parser.parse_args(argv))
+        return run(parser.parse_args(argv), resolve)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
