@@ -21,13 +21,14 @@ import json
 import os
 import shlex
 import sys
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import filelock
 from tqdm import tqdm
 
-from onepfrac import __version__, datasets, generate
+from onepfrac import __version__, datasets, generate, wds_writer
 from onepfrac.cores import available_cores
 from onepfrac.datasets.interface import flag
 from onepfrac.errors import UsageError, UserError
@@ -126,8 +127,97 @@ def resume_command(root: Path, header_line: bytes) -> str | None:
     return " ".join(shlex.quote(w) for w in words)
 
 
+class Records:
+    """A manifest's class records, read from the file at each pass (never all held), with their counts."""
+
+    def __init__(self, path: Path, count: int, files: int, loaded: list | None = None):
+        self.path, self.count, self.files, self.loaded = path, count, files, loaded
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        if self.loaded is not None:
+            yield from self.loaded
+            return
+        for kind, value in stream_manifest(self.path):
+            if kind == "record":
+                yield value
+
+
+class Layout(ValueError):
+    """The manifest is not laid out as the generator writes it (indent 1, sorted keys)."""
+
+
+def stream_manifest(path: Path):
+    """("top", (key, value)) and ("record", class record) of a manifest in the generator's layout
+    (json.dumps(indent=1, sort_keys=True)), a record at a time; Layout where it is not."""
+    with open(path, "rb") as f:
+        if f.readline() != b"{\n":
+            raise Layout("first line")
+        member, record, in_classes, ended = [], None, False, False
+
+        def top():
+            text = b"".join(member).rstrip()
+            return json.loads(b"{" + (text[:-1] if text.endswith(b",") else text) + b"}").popitem()
+
+        for line in f:
+            if ended:
+                raise Layout("text after the end")
+            if in_classes:
+                if record is None and line == b"  {\n":
+                    record = [line]
+                elif record is not None and line in (b"  }\n", b"  },\n"):
+                    yield "record", json.loads(b"".join(record) + b"}")
+                    record = None
+                elif record is not None and line.startswith(b"   "):
+                    record.append(line)
+                elif record is None and line in (b" ]\n", b" ],\n"):
+                    in_classes = False
+                else:
+                    raise Layout("a record line")
+            elif line.startswith(b' "') or line == b"}\n":
+                if member:
+                    yield "top", top()
+                member = []
+                if line == b"}\n":
+                    ended = True
+                elif line == b' "classes": [\n':
+                    in_classes = True
+                elif not line.startswith(b' "classes": []'):
+                    member = [line]
+            elif member and line.startswith(b" "):  # its value's lines, the closing " }" included
+                member.append(line)
+            else:
+                raise Layout("a top-level line")
+        if not ended or in_classes:
+            raise Layout("truncated")
+
+
+def read_streamed(path: Path) -> dict | None:
+    """The manifest's top-level fields and its Records, checked record by record; None if the file
+    is not in the generator's layout (then it is read whole, with json's own error messages)."""
+    manifest, count, files = {}, 0, 0
+    try:
+        for kind, value in stream_manifest(path):
+            if kind == "top":
+                manifest[value[0]] = value[1]
+            else:
+                files += len(files_and_sums(value, count, path)[0])
+                count += 1
+    except (Layout, ValueError, UnicodeDecodeError):
+        return None
+    if "format" not in manifest:
+        return None
+    manifest["classes"] = Records(path, count, files)
+    return manifest
+
+
 def load_manifest(root: Path) -> dict:
-    """The folder's manifest, checked for what verify relies on; UsageError naming the problem."""
+    """The folder's manifest, checked for what verify relies on; UsageError naming the problem.
+
+    A manifest in the generator's layout is streamed: its `classes` are Records, read again at
+    each pass, so memory does not grow with the number of images."""
     if not root.exists():
         raise UsageError(f"DATASET_DIR {root} does not exist")
     if not root.is_dir():
@@ -138,25 +228,29 @@ def load_manifest(root: Path) -> dict:
             raise unfinished_error(root)
         raise UsageError(f"DATASET_DIR {root} is not a dataset folder: it has no {generate.MANIFEST}")
     try:
-        text = path.read_bytes()
+        manifest = read_streamed(path)
+        text = path.read_bytes() if manifest is None else None
     except OSError as error:
         raise UsageError(f"{path}: cannot read it ({error.strerror})") from None
-    try:
-        manifest = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
-        where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
-        raise UsageError(f"{path} is not valid JSON ({getattr(error, 'msg', error)}{where}): it is truncated or "
-                         f"garbled; move the folder away and generate the dataset again") from None
+    if manifest is None:
+        try:
+            manifest = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as error:
+            where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
+            raise UsageError(f"{path} is not valid JSON ({getattr(error, 'msg', error)}{where}): it is truncated or "
+                             f"garbled; move the folder away and generate the dataset again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != generate.FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise UsageError(f"{path} is not a onepfrac dataset manifest (format {found!r}, expected {generate.FORMAT!r})")
     arguments = manifest.get("arguments")
     if not isinstance(arguments, dict) or any(not isinstance(arguments.get(k), int) for k in PNG_ARGUMENTS):
         raise UsageError(f"{path}: 'arguments' must be an object holding png_bits and png_compression")
+    if isinstance(manifest.get("classes"), Records):
+        return manifest
     if not isinstance(manifest.get("classes"), list):
         raise UsageError(f"{path}: 'classes' must be a list of class records")
-    for position, record in enumerate(manifest["classes"]):
-        files_and_sums(record, position, path)
+    files = sum(len(files_and_sums(record, position, path)[0]) for position, record in enumerate(manifest["classes"]))
+    manifest["classes"] = Records(path, len(manifest["classes"]), files, loaded=manifest["classes"])
     return manifest
 
 
@@ -237,7 +331,7 @@ def batches(manifest: dict):
 
 
 def check_files(report: Report, manifest: dict, workers: int, progress: bool) -> None:
-    total = sum(len(datasets.record_files(r)) for r in manifest["classes"])
+    total = manifest["classes"].files
     workers = min(workers, max(1, -(-total // BATCH)))
     bar = tqdm(total=total, unit="file", desc=f"hashing {report.root.name}", disable=not progress, dynamic_ncols=True)
     try:
@@ -270,28 +364,80 @@ def parents(name: str):
         slash = name.find("/", slash + 1)
 
 
-def find_extra(report: Report, manifest: dict) -> None:
-    """Files and folders under the dataset folder that the manifest does not list."""
+class Unsorted(Exception):
+    """The manifest's files are not listed in path order, so they cannot be merged with a walk."""
+
+
+class Expected:
+    """The manifest's files as path-part tuples, one at a time, checked to come in sorted order."""
+
+    def __init__(self, manifest: dict):
+        self.names = (tuple(name.split("/")) for record in manifest["classes"] for name in datasets.record_files(record))
+        self.head = None
+        self.advance()
+
+    def advance(self) -> None:
+        previous, self.head = self.head, next(self.names, None)
+        if previous is not None and self.head is not None and self.head < previous:
+            raise Unsorted
+
+
+def extra_line(path: str, name: str) -> str | None:
+    """The line for a file the manifest does not list (None for manifest.json itself)."""
+    if path == generate.MANIFEST:
+        return None
+    if name.endswith(generate.TEMP_SUFFIX) or path == generate.PARTIAL:
+        return f"extra: {path} (unfinished: left by an interrupted generation; delete it, the manifest does not need it)"
+    return f"extra: {path} (not in the manifest)"
+
+
+def folder_line(path: str, directory: Path) -> str:
+    inside = sum(len(f) for _, _, f in os.walk(directory))
+    return f"extra: {path}/ (a folder the manifest does not list, {inside} file{'' if inside == 1 else 's'})"
+
+
+def extra_by_merge(directory: Path, prefix: tuple, expected: Expected) -> list[str]:
+    """Walk `directory` in sorted order beside the sorted expected names: memory is one path deep."""
+    own_folders, own_files, below = [], [], []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        parts = (*prefix, entry.name)
+        while expected.head is not None and expected.head < parts:
+            expected.advance()  # listed but absent: the hashing pass reports it
+        path = "/".join(parts)
+        if entry.is_dir():
+            head = expected.head
+            if head is not None and len(head) > len(parts) and head[:len(parts)] == parts:
+                below += extra_by_merge(Path(entry.path), parts, expected)
+            else:
+                own_folders.append(folder_line(path, Path(entry.path)))
+        elif expected.head == parts:
+            expected.advance()
+        elif (line := extra_line(path, entry.name)) is not None:
+            own_files.append(line)
+    return own_folders + own_files + below
+
+
+def extra_by_set(report: Report, manifest: dict) -> list[str]:
+    """The same lines from a set of every listed name, for a manifest whose files are not in path order."""
     expected = {name for record in manifest["classes"] for name in datasets.record_files(record)}
     folders = {parent for name in expected for parent in parents(name)}
-    top = os.path.join(str(report.root), "")
+    top, lines = os.path.join(str(report.root), ""), []
     for directory, subdirs, files in os.walk(top):
         prefix = os.path.join(directory[len(top):], "").replace(os.sep, "/").lstrip("/")  # "" or "a/b/"
-        for sub in sorted(subdirs):
-            if f"{prefix}{sub}" not in folders:
-                inside = sum(len(f) for _, _, f in os.walk(Path(directory) / sub))
-                report.extra.append(f"extra: {prefix}{sub}/ (a folder the manifest does not list, "
-                                    f"{inside} file{'' if inside == 1 else 's'})")
+        lines += [folder_line(f"{prefix}{sub}", Path(directory) / sub) for sub in sorted(subdirs)
+                  if f"{prefix}{sub}" not in folders]
         subdirs[:] = [s for s in subdirs if f"{prefix}{s}" in folders]
-        for name in sorted(files):
-            path = f"{prefix}{name}"
-            if path in expected or path == generate.MANIFEST:
-                continue
-            if name.endswith(generate.TEMP_SUFFIX) or path == generate.PARTIAL:
-                report.extra.append(f"extra: {path} (unfinished: left by an interrupted generation; "
-                                    f"delete it, the manifest does not need it)")
-            else:
-                report.extra.append(f"extra: {path} (not in the manifest)")
+        lines += [line for name in sorted(files) if f"{prefix}{name}" not in expected
+                  and (line := extra_line(f"{prefix}{name}", name)) is not None]
+    return lines
+
+
+def find_extra(report: Report, manifest: dict) -> None:
+    """Files and folders under the dataset folder that the manifest does not list."""
+    try:
+        report.extra.extend(extra_by_merge(report.root, (), Expected(manifest)))
+    except Unsorted:
+        report.extra.extend(extra_by_set(report, manifest))
 
 
 # ---------------------------------------------------------------- re-rendering
@@ -361,7 +507,8 @@ def rerender_classes(report: Report, manifest: dict, module, config, count: int,
     if classes != report.classes:
         report.differing.append(f"rerender: the manifest lists {report.classes} classes, its arguments make {classes}")
     shared = {k: v for k, v in manifest.items() if k not in (*HEADER_KEYS, "classes")}
-    jobs = [(i, manifest["classes"][i]) for i in spread(min(classes, report.classes), count)]
+    chosen = set(spread(min(classes, report.classes), count))
+    jobs = [(i, record) for i, record in enumerate(manifest["classes"]) if i in chosen]  # one streamed pass
     context = (manifest["dataset"], config, shared, *(manifest["arguments"][k] for k in PNG_ARGUMENTS), str(report.root))
     made_by = (manifest.get("generator") or {}).get("version")
     if made_by != __version__:
@@ -392,6 +539,202 @@ def rerender_classes(report: Report, manifest: dict, module, config, count: int,
     report.differing.extend(line for lines in results for line in lines)
 
 
+# ---------------------------------------------------------------- WebDataset shards
+
+
+def load_index(root: Path) -> dict:
+    """A --format wds folder's index.json, checked for what verify relies on."""
+    path = root / generate.INDEX
+    try:
+        index = json.loads(path.read_bytes())
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read it ({error.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path} is not valid JSON ({getattr(error, 'msg', error)}): it is truncated or garbled; "
+                         f"run the generator again with --finalize") from None
+    if not isinstance(index, dict) or index.get("format") != generate.WDS_FORMAT:
+        found = index.get("format") if isinstance(index, dict) else type(index).__name__
+        raise UsageError(f"{path} is not a onepfrac WebDataset index (format {found!r}, "
+                         f"expected {generate.WDS_FORMAT!r})")
+    arguments = index.get("arguments")
+    if not isinstance(arguments, dict) or any(not isinstance(arguments.get(k), int)
+                                              for k in (*PNG_ARGUMENTS, "shard_size")):
+        raise UsageError(f"{path}: 'arguments' must be an object holding png_bits, png_compression and shard_size")
+    shards_ = index.get("shards")
+    keys = ("tar", "jsonl", "bytes", "sha256", "samples")
+    if (not isinstance(shards_, list) or not all(isinstance(e, dict) and all(k in e for k in keys) for e in shards_)
+            or not all(isinstance(index.get(k), int) for k in ("classes", "instances", "samples"))
+            or any(not (safe(e["tar"]) and safe(e["jsonl"])) for e in shards_)):
+        raise UsageError(f"{path}: 'shards' must list tar, jsonl, bytes, sha256 and samples of each tar shard, "
+                         f"with classes, instances and samples counts")
+    return index
+
+
+_SHARDS: dict = {}  # the folder and counts a tar-checking worker needs, set by _init_tars
+
+
+def _init_tars(root: str, classes: int, instances: int, shard_size: int) -> None:
+    _SHARDS.update(root=Path(root), classes=classes, instances=instances, shard_size=shard_size)
+
+
+def _check_tar(job: tuple[int, dict]) -> tuple[int, list[tuple[str, str]]]:
+    """(samples checked, [(kind, line)]) for tar shard `number`: its hash, its .jsonl, every member."""
+    number, entry = job
+    root, classes, instances = _SHARDS["root"], _SHARDS["classes"], _SHARDS["instances"]
+    tar, jsonl = entry["tar"], entry["jsonl"]
+    for name in (tar, jsonl):
+        if not (root / name).exists():
+            return entry["samples"], [("missing", f"missing: {name}")]
+    actual = sha256_file(root / tar)
+    if actual != entry["sha256"]:
+        return entry["samples"], [("changed", f"changed: {tar} (sha256 {actual[:12]}... on disk, "
+                                              f"{entry['sha256'][:12]}... in {generate.INDEX})")]
+    expected, problems = {}, []  # member name -> its sha256 (.png), bytes (.cls) or (class, instance) (.json)
+    start = number * _SHARDS["shard_size"]
+    try:
+        records = wds_writer.read_jsonl(root / jsonl)
+        head = next(records)
+        if {k: head.get(k) for k in ("tar", "bytes", "sha256", "samples")} != \
+                {k: entry[k] for k in ("tar", "bytes", "sha256", "samples")}:
+            problems.append(("changed", f"changed: {jsonl} describes another tar than {generate.INDEX} lists"))
+        for record in records:
+            first = record["first_instance"]
+            for offset, (key, digest) in enumerate(zip(record["keys"], record["sha256"])):
+                class_index, instance = record["class"], first + offset
+                expected[f"{key}.png"] = digest
+                expected[f"{key}.cls"] = str(class_index).encode()
+                expected[f"{key}.json"] = (class_index, instance)
+        keys = [wds_writer.sample_key(n // instances, n % instances, classes, instances)
+                for n in range(start, start + entry["samples"])]
+        if sorted(k[:-4] for k in expected if k.endswith(".png")) != keys:
+            problems.append(("changed", f"changed: {jsonl} does not list samples {start}..{start + entry['samples'] - 1}"))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return entry["samples"], [("changed", f"changed: {jsonl} is not a valid record of {tar}")]
+    seen, previous = set(), ""
+    try:
+        with tarfile.open(root / tar, mode="r|") as archive:
+            for member in archive:
+                name = member.name
+                if name <= previous:
+                    problems.append(("changed", f"changed: {tar}: {name} is out of sorted order"))
+                previous = name
+                if name not in expected:
+                    problems.append(("changed", f"changed: {tar} holds {name}, which {jsonl} does not list"))
+                    continue
+                seen.add(name)
+                data = archive.extractfile(member).read() if member.isfile() else b""
+                want = expected[name]
+                if name.endswith(".png") and hashlib.sha256(data).hexdigest() != want:
+                    problems.append(("changed", f"changed: {tar}: {name} differs from its sha256 in {jsonl}"))
+                elif name.endswith(".cls") and data != want:
+                    problems.append(("changed", f"changed: {tar}: {name} holds {data[:20]!r}, expected {want!r}"))
+                elif name.endswith(".json") and not _meta_matches(data, *want):
+                    problems.append(("changed", f"changed: {tar}: {name} does not name class {want[0]}, "
+                                                f"instance {want[1]}"))
+    except (tarfile.TarError, OSError) as error:
+        return entry["samples"], [("changed", f"changed: {tar} is not a readable tar ({error})")]
+    lost = sorted(set(expected) - seen)
+    if lost:
+        problems.append(("missing", f"missing: {tar} lacks {len(lost)} member(s), the first {lost[0]}"))
+    return entry["samples"], problems
+
+
+def _meta_matches(data: bytes, class_index: int, instance: int) -> bool:
+    try:
+        meta = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(meta, dict) and meta.get("class") == class_index and meta.get("instance") == instance
+
+
+def find_extra_wds(report: Report, index: dict) -> None:
+    """Files under a --format wds folder that index.json does not list."""
+    listed = {name for entry in index["shards"] for name in (entry["tar"], entry["jsonl"])} | {generate.INDEX}
+    for path in sorted(report.root.iterdir()):
+        name = path.name
+        if name in listed:
+            continue
+        if name.endswith(generate.TEMP_SUFFIX) or name == generate.SHARD_WORK:
+            report.extra.append(f"extra: {name}{'/' if path.is_dir() else ''} (unfinished: left by an interrupted "
+                                f"generation; delete it, the index does not need it)")
+        else:
+            report.extra.append(f"extra: {name}{'/' if path.is_dir() else ''} (not in {generate.INDEX})")
+
+
+def class_records_wds(root: Path, index: dict, class_index: int) -> list[dict]:
+    """The .jsonl records of one class, from the tar shards that hold its samples."""
+    size, instances = index["arguments"]["shard_size"], index["instances"]
+    first, last = class_index * instances // size, ((class_index + 1) * instances - 1) // size
+    found = []
+    for entry in index["shards"][first:last + 1]:
+        try:
+            found += [r for r in list(wds_writer.read_jsonl(root / entry["jsonl"]))[1:] if r.get("class") == class_index]
+        except (OSError, ValueError):
+            continue  # reported by the hashing pass
+    return found
+
+
+def rerender_wds(report: Report, index: dict, module, config, count: int, progress: bool) -> None:
+    """Render `count` classes again and compare their PNG checksums and params with the .jsonl records."""
+    classes, instances = datasets.counts(module, config)
+    if (classes, instances) != (index["classes"], index["instances"]):
+        report.differing.append(f"rerender: the index lists {index['classes']} classes of {index['instances']}, "
+                                f"its arguments make {classes} of {instances}")
+    shared = {k: v for k, v in index.items() if k not in (*HEADER_KEYS, "classes", "instances", "samples", "shards")}
+    jobs = spread(min(classes, index["classes"]), count)
+    bits, compression = (index["arguments"][k] for k in PNG_ARGUMENTS)
+    for class_index in tqdm(jobs, unit="class", desc=f"re-rendering {report.root.name}", disable=not progress):
+        lines = []
+        try:
+            params, images = datasets.class_images(module, config, shared, class_index)
+            sums = [hashlib.sha256(generate.encode_image(image, bits, compression)).hexdigest() for image in images]
+        except (UserError, ValueError) as error:
+            lines.append(f"rerender: class {class_index}: cannot be re-rendered ({error})")
+        else:
+            records = class_records_wds(report.root, index, class_index)
+            recorded = [digest for r in sorted(records, key=lambda r: r["first_instance"]) for digest in r["sha256"]]
+            fresh = json.loads(json.dumps(params))
+            if recorded != sums:
+                lines.append(f"rerender: class {class_index}: its PNGs differ from the re-render")
+            if any(r.get("params") != fresh for r in records):
+                lines.append(f"rerender: class {class_index}: its recorded params differ from the re-render")
+        report.differing.extend(lines)
+        report.differing_classes += bool(lines)
+    report.rerendered = len(jobs)
+
+
+def verify_wds(root: Path, rerender: int, workers: int, progress: bool) -> Report:
+    index = load_index(root)
+    report = Report(root, classes=index["classes"])
+    module = config = None
+    if rerender:
+        module, config = render_setup(root, {**index, "arguments": {k: v for k, v in index["arguments"].items()
+                                                                    if k != "shard_size"}})
+    jobs = list(enumerate(index["shards"]))
+    context = (str(root), index["classes"], index["instances"], index["arguments"]["shard_size"])
+    bar = tqdm(total=index["samples"], unit="img", desc=f"checking {root.name}", disable=not progress, dynamic_ncols=True)
+    try:
+        workers = min(workers, max(1, len(jobs)))
+        if workers == 1:
+            _init_tars(*context)
+            consume(report, map(_check_tar, jobs), bar)
+        else:
+            with generate._pool_context().Pool(workers, _init_tars, context) as pool:
+                consume(report, pool.imap_unordered(_check_tar, jobs), bar)
+    finally:
+        bar.close()
+    report.files = index["samples"]
+    report.missing.sort()
+    report.changed.sort()
+    find_extra_wds(report, index)
+    if rerender:
+        made_by = (index.get("generator") or {}).get("version")
+        if made_by != __version__:
+            report.note = f" (made by onepfrac {made_by}, re-rendered by {__version__}: differences may come from that)"
+        rerender_wds(report, index, module, config, rerender, progress)
+    return report
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -402,6 +745,12 @@ def verify(root, rerender: int = 0, workers: int = 0, progress: bool = False) ->
     if workers < 0:
         raise UsageError(f"--workers {workers} must be 0 (all cores) or more")
     root = Path(root)
+    if root.is_dir() and (root / generate.INDEX).exists():
+        return verify_wds(root, rerender, workers or available_cores(), progress)
+    if root.is_dir() and (root / generate.SHARD_WORK).is_dir() and not (root / generate.MANIFEST).exists():
+        raise UsageError(f"{root}: the sharded generation is unfinished ({generate.SHARD_WORK}/, no "
+                         f"{generate.MANIFEST} or {generate.INDEX}); run every shard, then the same "
+                         f"command with --finalize")
     manifest = load_manifest(root)
     report = Report(root, classes=len(manifest["classes"]))
     workers = workers or available_cores()

@@ -90,8 +90,10 @@ def commands(grid: Grid, cell: Cell, python: str, data_root: Path, cell_dir: Pat
     argv = {}
     if "generate" in options:
         generate = options["generate"]
+        # --num-shards 1: a sweep run as a SLURM array or under mpiexec still makes whole datasets
         argv["generate"] = [python, "-m", "onepfrac.generate", *to_argv(generate),
-                            "--base-savedir", str(data_root / generator_key(generate)), "--no-progress"]
+                            "--base-savedir", str(data_root / generator_key(generate)), "--no-progress",
+                            "--num-shards", "1"]
         argv["pretrain"] = [*launch, "pretrain", "--config", str(grid.recipes["pretrain"]),
                             *to_argv(options["pretrain"]), "--data-dir", str(pretrain_data),
                             "--output-dir", str(cell_dir / "pretrain"), "--resume", "auto",

@@ -27,7 +27,7 @@ MODES = ("pretrain", "finetune", "eval")
 
 # The values each choice option takes, for the parser's help and for validate (which also checks
 # values read from a YAML config, where argparse's own checks do not reach).
-DATASETS = ("folder", "cifar10", "cifar100")
+DATASETS = ("folder", "cifar10", "cifar100", "wds")  # wds: tar shards of python -m onepfrac.generate --format wds
 IN_MEMORY = ("auto", "always", "never")
 PIPELINES = ("auto", "loader", "device")
 CKPT_WHICH = ("auto", "model", "state_dict", "state_dict_ema", "ema")  # ema: state_dict_ema
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="passes over the dataset per epoch (for L smaller than a batch)")
     data.add_argument("--workers", type=int, default=None, help="DataLoader workers per process")
     data.add_argument("--data-pipeline", default="auto", help=either(PIPELINES))
+    data.add_argument("--shuffle-buffer", type=int, default=1000,
+                      help="--dataset wds: samples each DataLoader worker shuffles among (docs/shards.md)")
     data.add_argument("--side-stream", action=argparse.BooleanOptionalAction, default=False,
                       help="device pipeline on CUDA: augment the next batch on a second stream "
                            "while the model trains on this one (no effect elsewhere)")
@@ -375,7 +377,7 @@ def validate(args: argparse.Namespace) -> None:
         need(0.0 <= value <= 1.0, name, value, "expected a probability in [0, 1]")
 
     for name in ("batch-size", "epochs", "repeats", "lr-base-batch", "eval-every",
-                 "check-every", "save-every", "img-size", "recount"):
+                 "check-every", "save-every", "img-size", "recount", "shuffle-buffer"):
         positive(name)
     for name in ("hflip", "vflip", "reprob", "mixup-prob", "mixup-switch-prob", "smoothing",
                  "drop-path"):
@@ -451,6 +453,10 @@ def validate(args: argparse.Namespace) -> None:
               args.mixup_chunk or args.batch_size,
               "Mixup/CutMix pairs images, so the batch (or chunk) must be even and the chunk "
               "must divide --batch-size")
+    need(args.dataset != "wds" or args.mode == "pretrain", "dataset", args.dataset,
+         f"--dataset wds reads pre-training shards; {args.mode} reads folder, cifar10 or cifar100")
+    need(args.dataset != "wds" or args.render or args.data_pipeline != "device", "data-pipeline", args.data_pipeline,
+         "--dataset wds streams its shards, the device pipeline needs the images in memory: use loader (or auto)")
     if args.mode == "pretrain":
         need(args.data_dir or args.train_dir or args.render, "data-dir", args.data_dir,
               "pretrain needs the dataset folder (--data-dir or --train-dir) or --render")

@@ -24,7 +24,7 @@ from onepfrac.cores import available_cores
 from onepfrac.errors import UsageError, UserError
 from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
-from onepfrac.train import engine, export, pretrained, run_folder
+from onepfrac.train import engine, export, pretrained, run_folder, wds_data
 from onepfrac.train.build import (amp_dtype_for, create_mixup, create_model, create_optimizer,
                                   create_scheduler, freeze_blocks, scaled)
 from onepfrac.train.distributed import Context, barrier, main_decides, setup, teardown
@@ -54,6 +54,8 @@ def open_datasets(args, context: Context):
     train = None
     if args.mode != "eval" and args.render:
         train = data_module.RenderedDataset(args.render, args.render_kwargs)
+    elif args.mode != "eval" and args.dataset == "wds":
+        train = wds_data.open_shards(train_root(args), "--train-dir" if args.train_dir else "--data-dir")
     elif args.mode != "eval":
         option = "--train-dir" if args.train_dir else "--data-dir"
         train = data_module.open_dataset(args.dataset, train_root(args), True, option,
@@ -92,6 +94,8 @@ def workers_for(args) -> int:
 
 def train_batches(args, dataset, context: Context, start_epoch: int):
     """An iterator of (images, targets) over all remaining epochs, and the steps per epoch."""
+    if isinstance(dataset, wds_data.ShardSet):
+        return shard_batches(args, dataset, context, start_epoch)
     sampler = data_module.EpochBatchSampler(
         len(dataset), args.batch_size, args.epochs, args.seed, context.rank, context.world_size,
         start_epoch=start_epoch, repeats=args.repeats)
@@ -120,6 +124,16 @@ def train_batches(args, dataset, context: Context, start_epoch: int):
     return iter(loader), sampler.steps_per_epoch
 
 
+def shard_batches(args, shard_set, context: Context, start_epoch: int):
+    """train_batches for --dataset wds: each rank and worker streams its own tar shards (wds_data)."""
+    workers = workers_for(args)
+    log(context, f"data pipeline: tar shards, {len(shard_set.shards)} of them, {workers} worker(s) per process, "
+                 f"shuffle buffer {args.shuffle_buffer}")
+    return wds_data.train_batches(shard_set, data_module.train_transform(args), args.batch_size, args.epochs,
+                                  args.seed, context.rank, context.world_size, start_epoch, workers, args.repeats,
+                                  args.shuffle_buffer, pin_memory=context.device.type == "cuda")
+
+
 def eval_loader(args, dataset, context: Context):
     indices = data_module.shard(len(dataset), context.rank, context.world_size)
     samples = torch.utils.data.Subset(
@@ -135,7 +149,7 @@ def experiment_name(args) -> str:
         return args.experiment
     if args.render:
         return f"{args.render}-rendered"
-    return train_root(args).name if args.dataset == "folder" else args.dataset
+    return train_root(args).name if args.dataset in ("folder", "wds") else args.dataset
 
 
 # ---------------------------------------------------------------- entry point
