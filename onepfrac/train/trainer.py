@@ -426,7 +426,7 @@ def train_in(args, context: Context, output_dir: Path, resume: Path | None, resu
         log(context, "warning: the model's copies differ between processes after training")
     if context.is_main:
         # the last checkpoint's weights as a Hub model folder, which timm loads alone
-        export.export_run(output_dir, args, model, (train_set or val_set).classes)
+        export.export_run(output_dir, args, model, getattr(train_set, "classes", None))
         ckpt.atomic_write_text(output_dir / run_folder.SUMMARY, json.dumps(summary, indent=2) + "\n")
         if best["acc1"] is not None:
             log(context, f"best val top-1 {best['acc1']:.2f} at epoch {best['epoch']}; "
