@@ -25,7 +25,6 @@ draws, both without any selection, give the same pass rates.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import time
@@ -34,6 +33,7 @@ from dataclasses import replace
 import numpy as np
 from scipy import stats
 
+from onepfrac.argparsing import Parser
 from onepfrac import ifs, render
 from onepfrac.cores import available_cores
 from onepfrac.datasets import single_fractal as F
@@ -146,16 +146,15 @@ def report(sigma: float, records: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = Parser(description=__doc__)
     parser.add_argument("--bases", type=int, default=200, help="bases per kind and sigma (default %(default)s)")
-    parser.add_argument("--sigmas", type=float, nargs="+", default=[3.5, 5.0, 6.0])
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[3.5, 5.0, 6.0], help="sigma-factors measured")
     parser.add_argument("--estimate-probes", type=int, default=64,
                         help="perturbations that estimate a base's pass rate (default %(default)s)")
     parser.add_argument("--zero-probes", type=int, default=1000,
                         help="further perturbations that decide 'pass rate > 0' for a raw base (default %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="processes; 0 = all cores")
-    parser.add_argument("--json", help="also write every base's record to this file")
+    parser.add_argument("--json", default=None, help="also write every base's record to this file (default: none)")
     parser.add_argument("--unselected", type=int, default=0, metavar="N",
                         help="instead: N bases of the generator's sampling path and N raw released draws, no "
                              "selection, 16 probes each: do the two samplers agree? (seeds apart from the above)")

@@ -10,7 +10,6 @@ write + manifest, images/s). --scale multiplies the number of classes timed.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onepfrac.argparsing import Parser
 from onepfrac import datasets
 from onepfrac.generate import generate
 
@@ -71,9 +71,9 @@ def measure(name: str, scale: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the classes timed")
-    parser.add_argument("--datasets", nargs="+", default=list(WORK), choices=list(WORK))
+    parser.add_argument("--datasets", nargs="+", default=list(WORK), choices=list(WORK), help="datasets timed")
     args = parser.parse_args()
     print(f"{'dataset':<11} {'timed':>9} {'image':>11} {'prepare s':>9} {'params ms/class':>15} "
           f"{'render img/s':>12} {'generate img/s':>14}")

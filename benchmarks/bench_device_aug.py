@@ -15,7 +15,6 @@ every op that reaches the device is counted, and any value read back from it wou
 
 from __future__ import annotations
 
-import argparse
 import collections
 import time
 
@@ -24,6 +23,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
+from onepfrac.argparsing import Parser
 from onepfrac.train.device_data import DeviceAugment
 
 RECIPE = dict(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bicubic", hflip=0.5, vflip=0.5,
@@ -103,11 +103,11 @@ def timm_rate(images, img_size, count) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
+    parser = Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
-    parser.add_argument("--batches", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=5, help="batches timed")
+    parser.add_argument("--batch", type=int, default=64, help="images per batch")
     parser.add_argument("--profile", action="store_true",
                         help="also print torch.profiler's top ops for the released setting")
     parser.add_argument("--count-ops", action="store_true",

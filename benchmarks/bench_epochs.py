@@ -15,13 +15,14 @@ figure that matters is the GPU's (benchmarks/gpu_report.sh runs it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from onepfrac.argparsing import Parser
 
 from bench_train import make_dataset
 
@@ -40,12 +41,13 @@ def train_seconds(data_dir: Path, out: Path, epochs: int, repeats: int, pipeline
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="training steps of each run (a multiple of 3)")
-    parser.add_argument("--pipelines", nargs="+", default=["loader", "device"])
+    parser.add_argument("--pipelines", nargs="+", default=["loader", "device"], choices=("loader", "device"),
+                        help="data pipelines timed")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the loader pipeline")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--img-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--img-size", type=int, default=32, help="input size of the tiny ViT")
     parser.add_argument("--runs", type=int, default=2, help="best of this many runs per layout")
     args = parser.parse_args()
     if args.steps % 3 or args.steps < 6:

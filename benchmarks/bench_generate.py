@@ -10,7 +10,6 @@ of this implementation. The released generator makes about 0.28 images/s on one 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onepfrac.argparsing import Parser
 from onepfrac import png, render
 from onepfrac.datasets import single_fractal
 from onepfrac.cores import available_cores
@@ -79,9 +79,9 @@ def stages(repeats: int = 200) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = Parser(description=__doc__)
+    parser.add_argument("--samples", type=int, default=1000, help="classes generated per timing")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
     args = parser.parse_args()
     cores = available_cores()
 

@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from onepfrac.argparsing import Parser
 from onepfrac.cores import available_cores  # noqa: E402
 
 PYTHON = sys.executable
@@ -185,13 +186,14 @@ def memory(work: Path, images: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", choices=("rates", "loading", "memory"), default=["rates", "loading", "memory"])
+    parser = Parser(description=__doc__)
+    parser.add_argument("--parts", nargs="+", choices=("rates", "loading", "memory"), default=["rates", "loading", "memory"],
+                        help="which measurements to make")
     parser.add_argument("--classes", type=int, default=2, help="rates: classes of each run")
     parser.add_argument("--instances", type=int, nargs=2, default=[8, 32], metavar=("FEW", "MORE"),
                         help="rates: instances per class of the two runs")
     parser.add_argument("--steps", type=int, default=30, help="loading: batches timed")
-    parser.add_argument("--memory-images", type=int, default=100_000)
+    parser.add_argument("--memory-images", type=int, default=100_000, help="memory: images of the set measured")
     parser.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one, removed)")
     args = parser.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_shards_"))

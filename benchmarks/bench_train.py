@@ -16,7 +16,6 @@ peak and over a matrix product's rate measured on the same GPU.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import subprocess
@@ -29,6 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from onepfrac.argparsing import Parser  # noqa: E402
 from onepfrac.train import build, data, engine, options, trainer  # noqa: E402
 from onepfrac.train.distributed import setup  # noqa: E402
 
@@ -113,21 +113,26 @@ def datasheet_peak(device: torch.device) -> tuple[str, float | None]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-c", "--config", default=str(REPO / "train/configs/pretrain_cpu.yaml"))
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", default=str(REPO / "train/configs/pretrain_cpu.yaml"),
+                        help="trainer config; other trainer options may follow")
     parser.add_argument("--data-dir", default=None, help="a 1p-frac folder (default: a 16-class one)")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--pipelines", nargs="+", default=["loader", "device"])
+    parser.add_argument("--steps", type=int, default=30, help="training steps timed")
+    parser.add_argument("--warmup", type=int, default=5, help="steps run before timing")
+    parser.add_argument("--pipelines", nargs="+", default=["loader", "device"], choices=("loader", "device"),
+                        help="data pipelines timed")
     parser.add_argument("--repeat", type=int, default=2, help="best of this many timings")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="bf16 dense peak for the MFU (default: from the GPU's name)")
-    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--json", default=None, help="also write the figures to this file (default: none)")
     known, rest = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = known.data_dir or str(make_dataset(Path(scratch)))
-        args = options.parse_args(["pretrain", "-c", known.config, "--data-dir", data_dir,
-                               "--no-progress", "--epochs", "1000000", *rest])
+        try:  # the options this script does not know are the trainer's
+            args = options.parse_args(["pretrain", "-c", known.config, "--data-dir", data_dir,
+                                       "--no-progress", "--epochs", "1000000", *rest])
+        except options.UsageError as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
         context = setup("none", args.device)
         dataset = data.open_folder(Path(data_dir), "--data-dir", args.in_memory, args.memory_limit_gb,
                                    progress=False)

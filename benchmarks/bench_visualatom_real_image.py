@@ -8,12 +8,12 @@ instances are timed. OpenCV is held to one thread so the figure is per core.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import cv2
 import numpy as np
 
+from onepfrac.argparsing import Parser
 from onepfrac import datasets
 from onepfrac.datasets import real_image, visualatom
 
@@ -33,9 +33,9 @@ def rate(module, config, images: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=100)
-    parser.add_argument("--size", type=int, default=512)
+    parser = Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100, help="images rendered per dataset")
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     cases = [("visualatom", visualatom, visualatom.Config(size=args.size, classes=args.images))]

@@ -1,10 +1,12 @@
 """Sample grids: `python -m onepfrac.figures grid DATASET --out grid.png`,
 `python -m onepfrac.figures paper --out-dir figure/` (delta and sigma-factor grids) and
-`python -m onepfrac.figures datasets --out-dir figure/` (classes x instances of each dataset)."""
+`python -m onepfrac.figures datasets --out-dir figure/` (classes x instances of each dataset) and
+`python -m onepfrac.figures curves RUN_DIR [RUN_DIR ...] --out curves.png` (training curves of runs)."""
 
 from __future__ import annotations
 
-import argparse
+import json
+import math
 import os
 import sys
 from dataclasses import replace
@@ -13,15 +15,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from onepfrac import datasets, png
+from onepfrac import datasets, plots, png
 from onepfrac.datasets import single_fractal
+from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
+from onepfrac.paths import check_writable_folder
 from onepfrac.generate import MANIFEST, ManifestError, read_manifest
 
 PAPER_DELTAS = (0.01, 0.05, 0.1, 0.2)  # Table 5
 PAPER_SIGMAS = (3.25, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0)  # Table 6 range; 3.5 is the paper's choice
 LABEL_WIDTH = 110
 TITLE_HEIGHT = 22
+METRICS = "metrics.jsonl"  # onepfrac.train.metrics.METRICS, named here so curves need no torch
+# (record key, panel title) of the curves, as onepfrac.train.metrics writes them per epoch
+CURVES = (("train_loss", "training loss"), ("lr", "learning rate"), ("val_acc1", "validation top-1 (%)"))
 
 
 def compose(rows: list[tuple[str, list[np.ndarray]]], thumb: int, title: str = "",
@@ -132,27 +139,17 @@ def formula_grid(name: str, config=None, classes: int = 4, thumb: int = 112) -> 
                    column_labels=(labels or [f"instance {i}" for i in picks])[:len(picks)])
 
 
-def check_writable_folder(folder: Path, option: str) -> None:
-    """`folder` is a folder we can write, or can be created: checked before anything is drawn."""
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{option} {folder} is a file, not a folder")
-    ancestor = folder
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UsageError(f"{option} {folder}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {folder} is not writable ({ancestor} denies writing)")
-
-
-def check_out_file(out: Path) -> str:
-    """--out names an image file in a writable folder; returns the format its extension means."""
+def check_out_file(out: Path, image_formats: dict[str, str] | None = None, hint: str = ".png or .jpg") -> str:
+    """--out names an image file in a writable folder; returns the format its extension means
+    (among `image_formats`, {'.png': 'png', ...}; Pillow's by default)."""
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'grid.png'}")
-    Image.init()
-    image_format = Image.EXTENSION.get(out.suffix.lower())
+    if image_formats is None:
+        Image.init()
+        image_formats = Image.EXTENSION
+    image_format = image_formats.get(out.suffix.lower())
     if image_format is None:
-        raise UsageError(f"--out {out}: {out.suffix or 'no extension'} is not an image format; use .png or .jpg")
+        raise UsageError(f"--out {out}: {out.suffix or 'no extension'} is not an image format; use {hint}")
     check_writable_folder(out.parent, f"--out {out}: folder")
     return image_format
 
@@ -167,6 +164,61 @@ def save_atomic(image: Image.Image, path: Path, image_format: str | None = None,
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def read_run(run: Path) -> list[dict]:
+    """The per-epoch records of a training run folder (or of its metrics.jsonl itself)."""
+    path = run / METRICS if run.is_dir() else run
+    if not path.is_file():
+        raise UsageError(f"{run}: no {METRICS} there; give the --output-dir of a training run "
+                         "that finished at least one epoch")
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise UsageError(f"{path}: line {number} is not a record of onepfrac.train "
+                             "(a JSON object with an integer epoch)")
+        records.append(record)
+    if not records:
+        raise UsageError(f"{path} is empty: the run has not finished an epoch yet")
+    return records
+
+
+def run_labels(runs: list[Path]) -> list[str]:
+    """Each run's folder name, or its whole path where two runs share a name (a sweep's cells)."""
+    names = [run.name if run.is_dir() else run.parent.name for run in runs]
+    return [name if names.count(name) == 1 else str(run) for name, run in zip(names, runs)]
+
+
+def curves_figure(runs: list[tuple[str, list[dict]]]):
+    """Training loss, learning rate and validation top-1 by epoch, one line per run."""
+    figure = plots.new_figure("curves", 13, 3.8)
+    from matplotlib.ticker import MaxNLocator
+
+    axes = figure.subplots(1, len(CURVES))
+    for ax, (key, title) in zip(axes, CURVES):
+        for label, records in runs:
+            points = sorted((r["epoch"], r[key]) for r in records
+                            if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]))
+            if points:
+                # markers only where there are few points, e.g. a validation every few epochs
+                ax.plot(*zip(*points), label=label, marker="o" if len(points) <= 30 else None, markersize=3)
+            else:
+                ax.plot([], [], label=label)  # keeps each run's colour the same in every panel
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))  # lr 5e-4, not 0.000500
+        ax.grid(alpha=0.3)
+        if not any(line.get_xdata().size for line in ax.lines):
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="gray")
+    axes[0].legend(fontsize="small")
+    return figure
 
 
 def main(argv=None) -> int:
@@ -186,20 +238,29 @@ def main(argv=None) -> int:
 
 
 def make(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m onepfrac.figures", description=__doc__)
+    parser = Parser(prog="python -m onepfrac.figures", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     grid = sub.add_parser("grid", help="sample grid of a generated dataset folder")
-    grid.add_argument("dataset", type=Path)
-    grid.add_argument("--out", type=Path, required=True)
-    grid.add_argument("--count", type=int, default=16)
-    grid.add_argument("--columns", type=int, default=8)
+    grid.add_argument("dataset", type=Path, help="a folder written by python -m onepfrac.generate")
+    grid.add_argument("--out", type=Path, required=True, help="image file to write (.png, .jpg...)")
+    grid.add_argument("--count", type=int, default=16, help="images in the grid")
+    grid.add_argument("--columns", type=int, default=8, help="images per row")
     paper = sub.add_parser("paper", help="delta and sigma-factor grids, as in the paper's figures")
-    paper.add_argument("--out-dir", type=Path, default=Path("figure"))
-    paper.add_argument("--seed", type=int, default=0)
+    paper.add_argument("--out-dir", type=Path, default=Path("figure"), help="folder for the PNGs")
+    paper.add_argument("--seed", type=int, default=0, help="seed of the fractal drawn")
     formula = sub.add_parser("datasets", help="classes x instances of each formula-driven dataset, rendered in memory")
-    formula.add_argument("--out-dir", type=Path, default=Path("figure"))
-    formula.add_argument("--names", nargs="+", choices=list(FIGURE_NAMES), default=list(FIGURE_NAMES))
+    formula.add_argument("--out-dir", type=Path, default=Path("figure"), help="folder for the PNGs")
+    formula.add_argument("--names", nargs="+", choices=list(FIGURE_NAMES), default=list(FIGURE_NAMES),
+                         help="the datasets to draw")
+    curves = sub.add_parser("curves", help="training loss, learning rate and validation top-1 by epoch "
+                                           "of one or more training runs (needs matplotlib)")
+    curves.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="a training run's --output-dir (its metrics.jsonl)")
+    curves.add_argument("--out", type=Path, required=True, help="the plot: .png, .pdf or .svg")
     args = parser.parse_args(argv)
+
+    if args.command == "curves":
+        return draw_curves(args.runs, args.out)
 
     if args.command == "grid":
         if not (args.dataset / MANIFEST).is_file():
@@ -226,6 +287,16 @@ def make(argv=None) -> int:
     for name, image in (("1p-frac_delta.png", delta_grid(config)), ("1p-frac_sigma.png", sigma_grid(config))):
         save_atomic(image, args.out_dir / name, optimize=True)
         print(args.out_dir / name)
+    return 0
+
+
+def draw_curves(runs: list[Path], out: Path) -> int:
+    plots.require("curves")  # matplotlib's absence is the first thing said
+    image_format = check_out_file(out, {k: v for k, v in plots.formats().items() if k in (".png", ".pdf", ".svg")},
+                                  ".png, .pdf or .svg")
+    records = [read_run(run) for run in runs]  # every run is checked before anything is drawn
+    plots.save(curves_figure(list(zip(run_labels(runs), records))), out, image_format)
+    print(out)
     return 0
 
 

@@ -30,12 +30,14 @@ from pathlib import Path
 import cv2
 import filelock
 import numpy as np
-from tqdm import tqdm
 
 from onepfrac import __version__, datasets, lifetime, png, shards, wds_writer
 from onepfrac.datasets.interface import flag
 from onepfrac.cores import available_cores
+from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
+from onepfrac.paths import check_writable_folder
+from onepfrac.progress import progress as progress_bar
 
 MANIFEST = "manifest.json"
 PARTIAL = "manifest.partial.jsonl"
@@ -96,9 +98,8 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+class OneLineParser(Parser):
+    """Errors in one line, as every command's (onepfrac.argparsing)."""
 
 
 PROG = "python -m onepfrac.generate"
@@ -116,7 +117,7 @@ def build_parser(dataset: str = datasets.DEFAULT, module=None) -> argparse.Argum
     """The options of one dataset, from its Config fields: `--field-name`, typed by the default,
     with the module's CHOICES and HELP; then the output and run options every dataset shares."""
     module = module or datasets.load(dataset)
-    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("--dataset", choices=list(datasets.DATASETS), default=dataset,
                    help="which generator; `--dataset NAME --help` shows its options (default %(default)s)")
     p.add_argument("--base-savedir", default="./data", help="folder that receives the dataset folder (default %(default)s)")
@@ -188,15 +189,7 @@ def validate(module, args: argparse.Namespace):
 
 def check_destination(base_savedir: Path) -> None:
     """The folder that will receive the dataset must be a folder we can write, or creatable."""
-    if base_savedir.exists() and not base_savedir.is_dir():
-        raise UsageError(f"--base-savedir {base_savedir} is a file, not a folder")
-    ancestor = base_savedir
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UsageError(f"--base-savedir {base_savedir}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"--base-savedir {base_savedir} is not writable ({ancestor} denies writing)")
+    check_writable_folder(base_savedir, "--base-savedir")
 
 
 def header_for(config, png_bits: int, png_compression: int, dataset: str = datasets.DEFAULT) -> dict:
@@ -449,8 +442,8 @@ def generate(config, base_savedir: Path, png_bits=8, png_compression=1, workers=
                 if not (i in log.records and all((root / f).exists() for f in datasets.record_files(log.records[i])))]
         workers = workers or available_cores()
         workers = min(workers, max(1, len(todo)))
-        bar = tqdm(total=classes, initial=classes - len(todo), unit="img" if instances == 1 else "class",
-                   desc=root.name, disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=classes, initial=classes - len(todo), unit="img" if instances == 1 else "class",
+                           desc=root.name, enabled=progress)
         context = (shared, png_bits, png_compression, str(root))
         _init_worker(dataset, config, *context, ignore_sigint=False)
         _WORK.pop("parent", None)
@@ -705,8 +698,8 @@ def generate_folder_shard(module, config, dataset, header, root, shard, workers,
             initargs = (dataset, config, shared, header["arguments"]["png_bits"],
                         header["arguments"]["png_compression"], str(root))
             workers = min(workers, max(1, len(todo)))
-            bar = tqdm(total=len(mine), initial=done, unit="img" if instances == 1 else "class",
-                       desc=f"{root.name} shard {shard.index}/{shard.count}", disable=not progress, dynamic_ncols=True)
+            bar = progress_bar(total=len(mine), initial=done, unit="img" if instances == 1 else "class",
+                               desc=f"{root.name} shard {shard.index}/{shard.count}", enabled=progress)
             logged = 0
             try:
                 for record in run_jobs(_make_class, todo, workers, _init_worker, initargs, True):
@@ -865,8 +858,8 @@ def generate_wds_shard(module, config, dataset, header, root, shard, workers, pr
         initargs = (dataset, config, shared, header["arguments"]["png_bits"], header["arguments"]["png_compression"],
                     str(root), size)  # a pool adds ignore_sigint and the parent's pid
         workers = min(workers, max(1, len(todo)))
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="tar",
-                   desc=f"{root.name} shard {shard.index}/{shard.count}", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(mine), initial=len(mine) - len(todo), unit="tar",
+                           desc=f"{root.name} shard {shard.index}/{shard.count}", enabled=progress)
         try:
             for _ in run_jobs(_make_tar, todo, workers, _init_tar_worker, initargs, False):
                 bar.update()

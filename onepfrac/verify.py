@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import filelock
-from tqdm import tqdm
 
 from onepfrac import __version__, datasets, generate, wds_writer
 from onepfrac.cores import available_cores
 from onepfrac.datasets.interface import flag
+from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
+from onepfrac.progress import progress as progress_bar
 
 PROG = "python -m onepfrac.verify"
 CHUNK = 1 << 20  # bytes read at a time: a file's size never decides the memory used
@@ -333,7 +334,7 @@ def batches(manifest: dict):
 def check_files(report: Report, manifest: dict, workers: int, progress: bool) -> None:
     total = manifest["classes"].files
     workers = min(workers, max(1, -(-total // BATCH)))
-    bar = tqdm(total=total, unit="file", desc=f"hashing {report.root.name}", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=total, unit="file", desc=f"hashing {report.root.name}", enabled=progress)
     try:
         if workers == 1:
             _init_hashing(str(report.root))
@@ -513,8 +514,7 @@ def rerender_classes(report: Report, manifest: dict, module, config, count: int,
     made_by = (manifest.get("generator") or {}).get("version")
     if made_by != __version__:
         report.note = f" (made by onepfrac {made_by}, re-rendered by {__version__}: differences may come from that)"
-    bar = tqdm(total=len(jobs), unit="class", desc=f"re-rendering {report.root.name}", disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(total=len(jobs), unit="class", desc=f"re-rendering {report.root.name}", enabled=progress)
     try:
         _init_rendering(*context)
         results = []
@@ -683,7 +683,8 @@ def rerender_wds(report: Report, index: dict, module, config, count: int, progre
     shared = {k: v for k, v in index.items() if k not in (*HEADER_KEYS, "classes", "instances", "samples", "shards")}
     jobs = spread(min(classes, index["classes"]), count)
     bits, compression = (index["arguments"][k] for k in PNG_ARGUMENTS)
-    for class_index in tqdm(jobs, unit="class", desc=f"re-rendering {report.root.name}", disable=not progress):
+    for class_index in progress_bar(jobs, total=len(jobs), unit="class", desc=f"re-rendering {report.root.name}",
+                                    enabled=progress):
         lines = []
         try:
             params, images = datasets.class_images(module, config, shared, class_index)
@@ -712,7 +713,7 @@ def verify_wds(root: Path, rerender: int, workers: int, progress: bool) -> Repor
                                                                     if k != "shard_size"}})
     jobs = list(enumerate(index["shards"]))
     context = (str(root), index["classes"], index["instances"], index["arguments"]["shard_size"])
-    bar = tqdm(total=index["samples"], unit="img", desc=f"checking {root.name}", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=index["samples"], unit="img", desc=f"checking {root.name}", enabled=progress)
     try:
         workers = min(workers, max(1, len(jobs)))
         if workers == 1:
@@ -773,13 +774,12 @@ def whole(text: str) -> int:
     return value
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+class OneLineParser(Parser):
+    """Errors in one line, as every command's (onepfrac.argparsing)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("dataset_dir", metavar="DATASET_DIR", type=Path, help="a folder written by python -m onepfrac.generate")
     p.add_argument("--rerender", type=whole, default=0, metavar="K",
                    help="also re-render K classes, evenly spaced, and compare bytes; 0 = none, "
@@ -795,7 +795,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
     try:
         report = verify(args.dataset_dir, args.rerender, args.workers,
-                        progress=not args.no_progress and sys.stderr.isatty())
+                        progress=not args.no_progress)
     except UserError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return error.exit_code

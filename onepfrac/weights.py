@@ -11,12 +11,11 @@ A download is written to `<file>.part`, resumed with an HTTP Range request after
 interruption, checked (size, and sha256 where published) and only then renamed into place,
 so a file at the final path is always complete. Only the standard library does the HTTP of
 direct links; a file of a shared Google Drive folder (the VisualAtom releases) is listed and
-fetched by gdown, the optional `drive` extra (`pip install 'onepfrac[drive]'`).
+fetched by gdown, the optional `drive` extra (`pip install "onepfrac[drive]"`).
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import errno
 import hashlib
@@ -36,7 +35,10 @@ from pathlib import Path
 
 import filelock
 
+from onepfrac import extras
+from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
+from onepfrac.paths import check_writable_folder
 
 CACHE_ENV = "ONEPFRAC_CACHE"
 DEFAULT_CACHE = Path("~/.cache/onepfrac")
@@ -183,13 +185,7 @@ def check_cache_dir(directory=None) -> Path:
     """The cache directory must be a folder we can write, or creatable; name where it came from."""
     where = cache_dir(directory)
     source = "--cache-dir" if directory else f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "the default cache"
-    ancestor = where
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UsageError(f"{source} {where}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"{source} {where} is not writable ({ancestor} denies writing)")
+    check_writable_folder(where, source)
     return where
 
 
@@ -260,10 +256,9 @@ def fetch_from_drive_folder(folder: str, filename: str, dest, size: int | None =
     dest = Path(dest)
     by_hand = f"download {filename} by hand from {folder} and place it at {dest}"
     try:
-        import gdown
-    except ImportError:
-        raise DownloadError(f"{filename} is in a Google Drive folder, which needs gdown: pip install "
-                            f"'onepfrac[drive]' (or pip install gdown); or {by_hand}") from None
+        gdown = extras.require("gdown", "drive", f"{filename}, a file of a Google Drive folder,")
+    except extras.MissingExtra as missing:
+        raise extras.MissingExtra(f"{missing}; or {by_hand}") from None
     if dest.exists():
         verify(dest, size, sha256)
         return dest
@@ -428,10 +423,9 @@ def _transfer(opener, url, part: Path, size, progress, timeout, dest: Path) -> N
             mode, start = "wb", 0
         if size is not None and total is not None and total != size:
             raise DownloadError(f"{url}: the server offers {total:,} bytes, expected {size:,}")
-        from tqdm import tqdm
-        with open(part, mode) as out, tqdm(total=total, initial=start, unit="B", unit_scale=True,
-                                           unit_divisor=1024, desc=dest.name, disable=not progress,
-                                           file=sys.stderr) as bar:
+        from onepfrac.progress import progress as progress_bar
+        with open(part, mode) as out, progress_bar(total=total, initial=start, unit="B", unit_scale=True,
+                                                   desc=dest.name, enabled=progress) as bar:
             try:
                 while chunk := response.read(CHUNK):
                     if mode == "wb" and out.tell() == 0 and chunk.lstrip()[:15].lower().startswith(
@@ -571,20 +565,20 @@ def main(argv=None) -> int:
     if argv[:1] == ["export"]:  # its own parser, in a module that imports torch: the rest stay light
         from onepfrac.train import export
         return export.main(argv[1:], prog="python -m onepfrac.weights export", resolve=_export_source)
-    parser = argparse.ArgumentParser(prog="python -m onepfrac.weights",
-                                     description="Released checkpoints: list, download, locate, export.")
+    parser = Parser(prog="python -m onepfrac.weights",
+                    description="Released checkpoints: list, download, locate, export.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("export", add_help=False,
                         help="write CKPT (file, URL or NAME) as a Hugging Face Hub model folder timm "
                              "loads alone: export CKPT OUT_DIR (see export --help)")
     listing = commands.add_parser("list", help="known released checkpoints")
     fetching = commands.add_parser("download", help="download NAME (or an http(s) URL) and print its path")
-    fetching.add_argument("name", metavar="NAME")
+    fetching.add_argument("name", metavar="NAME", help="a released name (see list) or an http(s) URL")
     fetching.add_argument("--no-progress", action="store_true", help="no progress bar")
     where = commands.add_parser("where", help="print where NAME goes in the cache (to place it by hand)")
-    where.add_argument("name", metavar="NAME")
+    where.add_argument("name", metavar="NAME", help="a released name (see list)")
     checking = commands.add_parser("verify", help="check NAME's cached file (or --file) against its published size and sha256")
-    checking.add_argument("name", metavar="NAME")
+    checking.add_argument("name", metavar="NAME", help="a released name (see list)")
     checking.add_argument("--file", type=Path, default=None, help="the file to check (default: NAME's place in the cache)")
     for command in (listing, fetching, where, checking):
         command.add_argument("--cache-dir", type=Path, default=None,

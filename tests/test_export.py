@@ -238,3 +238,20 @@ def test_weights_export_takes_a_released_name_and_its_registry_model(tmp_path, c
     assert torch.equal(outputs(loaded, 32), outputs(model, 32))
     assert weights.main(["export", name]) == 2
     assert capsys.readouterr().err == "error: the following arguments are required: OUT_DIR\n"
+
+
+def test_the_export_parser_follows_the_command_conventions():
+    import argparse
+
+    from onepfrac.argparsing import Parser
+    from onepfrac.train.options import OneLineParser
+
+    parser = export.add_arguments(OneLineParser(prog="export"), downloads=True)
+    assert isinstance(parser, Parser) and not parser.allow_abbrev
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, action.dest
+        if action.option_strings and action.nargs != 0:
+            assert "default" in formatter._expand_help(action), action.dest

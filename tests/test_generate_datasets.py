@@ -156,7 +156,7 @@ REFUSED = {
     "ofdb negative seed": (["--dataset", "ofdb", "--seed", "-1"], ["--seed -1"]),
     "unknown dataset": (["--dataset", "mnist"], ["--dataset mnist", "fractaldb", "3d-ofdb"]),
     "integer option given a fraction": (["--dataset", "fractaldb", "--size", "2.5"], ["--size", "2.5"]),
-    "abbreviated --dataset": (["--data", "fractaldb"], ["--dataset fractaldb", "in full"]),
+    "abbreviated --dataset": (["--data", "fractaldb"], ["--data fractaldb", "does not apply", "--dataset,"]),
 }
 
 

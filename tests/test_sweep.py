@@ -122,15 +122,15 @@ def test_a_complete_cell_records_parameters_stage_times_and_its_result(swept):
 
 
 @pytest.mark.slow  # runs a whole sweep (the `swept` fixture)
-def test_the_sweep_writes_csv_markdown_and_svg_results(swept):
+def test_the_sweep_writes_csv_markdown_and_png_results(swept):
     out = swept["out"]
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[1].startswith("scratch_seed0,scratch,")
     table = (out / "results.md").read_text()
     assert "| scratch | – | – | – | 1 |" in table and "| 1p-frac | 0.1 | 3.5 | 8 | 1 |" in table
     assert "84.2 [1]" in table and "[1] upstream README" in table
-    svg = (out / "figure" / "top1.svg").read_text()
-    assert svg.startswith("<svg") and svg.count("<rect") == 3  # background + two bars
+    plot = (out / "figure" / "top1.png").read_bytes()
+    assert plot.startswith(b"\x89PNG\r\n\x1a\n") and len(plot) > 5000
 
 
 @pytest.mark.slow  # runs a whole sweep (the `swept` fixture)
@@ -152,8 +152,8 @@ def test_aggregate_redoes_the_results_from_cell_json_alone(swept, tmp_path):
     done = subprocess.run([sys.executable, "-m", "onepfrac.sweep", "aggregate", str(copy)],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 0, done.stderr
-    for name in ("results.csv", "results.md", "figure/top1.svg"):
-        assert (copy / name).read_text() == (swept["out"] / name).read_text()
+    for name in ("results.csv", "results.md", "figure/top1.png"):
+        assert (copy / name).read_bytes() == (swept["out"] / name).read_bytes()
 
 
 @pytest.mark.slow  # runs a whole sweep (the `swept` fixture)
@@ -194,9 +194,9 @@ def test_mean_and_sample_std_over_seeds_and_a_single_seed_has_no_std():
 def test_the_table_averages_complete_cells_per_setting_with_scratch_first_and_lists_the_rest():
     table = results.markdown([results.row(r) for r in KNOWN], "known")
     lines = [l for l in table.splitlines() if l.startswith("| ") and "---" not in l][1:]
-    assert lines[0].startswith("| scratch | – | – | – | 3 | 42.0 ± 2.0 | 41.0 ± 2.0 | 52.0 ± 2.0 |")
-    assert lines[1].startswith("| 1p-frac | 0.01 | 3.5 | 16 | 1 | 20.0 | 19.0 | 30.0 |")
-    assert lines[2].startswith("| 1p-frac | 0.1 | 3.5 | 16 | 2 | 62.0 ± 2.8 | 61.0 ± 2.8 |")
+    assert lines[0].startswith("| scratch | – | – | – | 3 | 42.00 ± 2.00 | 41.00 ± 2.00 | 52.00 ± 2.00 |")
+    assert lines[1].startswith("| 1p-frac | 0.01 | 3.5 | 16 | 1 | 20.00 | 19.00 | 30.00 |")
+    assert lines[2].startswith("| 1p-frac | 0.1 | 3.5 | 16 | 2 | 62.00 ± 2.83 | 61.00 ± 2.83 |")
     assert lines[2].endswith("| 84.2 [1] |") and "[1] README" in table
     assert "| 1.0 ± 0.0 |" in lines[0]  # minutes per cell
     assert "Not complete (1 of 7 cells" in table and "1p-frac_delta0.01_seed1 (failed)" in table
@@ -210,8 +210,9 @@ def test_aggregate_writes_one_csv_row_per_cell_from_hand_written_records(tmp_pat
     lines = (tmp_path / "results.csv").read_text().splitlines()
     assert len(lines) == 1 + len(KNOWN)
     assert lines[1].split(",")[:7] == ["scratch_seed0", "scratch", "", "", "", "0", "complete"]
-    assert "62.0 ± 2.8" in (tmp_path / "results.md").read_text()
-    assert (tmp_path / "figure" / "top1.svg").read_text().count("<rect") == 1 + 3  # failed group has no bar
+    assert "62.00 ± 2.83" in (tmp_path / "results.md").read_text()
+    plot = (tmp_path / "figure" / "top1.png").read_bytes()
+    assert plot.startswith(b"\x89PNG\r\n\x1a\n") and len(plot) > 5000
 
 
 # ---------------------------------------------------------------- grids: expansion and mistakes
@@ -325,4 +326,4 @@ def test_a_failing_stage_fails_its_cell_with_the_log_tail_and_the_next_run_retri
     record = json.loads((out / "cells" / "scratch_seed1" / "cell.json").read_text())
     assert record["status"] == "complete" and record["stages"]["finetune"]["attempts"] == 2
     assert record["result"]["best_acc5"] == 90.0 and record["result"]["last_acc1"] == 50.0
-    assert "| scratch | – | – | – | 2 | 50.0 ± 0.0 |" in (out / "results.md").read_text()
+    assert "| scratch | – | – | – | 2 | 50.00 ± 0.00 |" in (out / "results.md").read_text()

@@ -70,7 +70,7 @@ def test_a_checkpoint_or_an_evaluation_resolves_the_epochs_before_it(tmp_path, t
     out = tmp_path / "pre"
     assert main(pretrain_args(train_fractal, out, "--epochs", "6", "--save-every", "3",
                               "--check-every", "1000")) == 0
-    assert len(resolves) == 2 and (out / "vit_tiny_patch16_224_sigma3.5_perturb0.1_sample8_seed0_003ep.pth").is_file()
+    assert len(resolves) == 2 and (out / "vit_tiny_patch16_224_p4-d16x2-h2-16px_sigma3.5_perturb0.1_sample8_seed0_003ep.pth").is_file()
     resolves.clear()
     fine = tmp_path / "fine"
     assert main(["finetune", "--data-dir", str(digits_folder), *TINY_MODEL, *LIGHT_RECIPE, "--batch-size", "50",
@@ -119,23 +119,27 @@ def test_a_nan_caught_inside_an_epoch_names_the_first_bad_epoch_and_keeps_the_fi
 
 def test_one_progress_bar_counts_every_step_of_the_run(tmp_path, train_fractal, monkeypatch):
     bars = []
+    real = trainer.progress_bar
 
-    class RecordedBar(trainer.tqdm):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            bars.append(self)
+    def recorded(*args, **kwargs):
+        bar = real(*args, **kwargs)
+        close = bar.close
 
-        def close(self):
-            self.steps_at_close = self.n
-            super().close()
+        def closing():
+            bar.steps_at_close = bar.n
+            close()
 
-    monkeypatch.setattr(trainer, "tqdm", RecordedBar)
+        bar.close = closing
+        bars.append((bar, kwargs))
+        return bar
+
+    monkeypatch.setattr(trainer, "progress_bar", recorded)
     assert main(pretrain_args(train_fractal, tmp_path / "a", "--epochs", "5", "--check-every", "4",
                               "--progress")) == 0
-    assert len(bars) == 1 and bars[0].total == bars[0].steps_at_close == 10
-    assert "loss=" in bars[0].postfix and "lr=" in bars[0].postfix
+    assert len(bars) == 1 and bars[0][0].total == bars[0][0].steps_at_close == 10
+    assert "loss=" in bars[0][0].postfix and "lr=" in bars[0][0].postfix
     assert main(pretrain_args(train_fractal, tmp_path / "b", "--epochs", "2")) == 0  # --no-progress
-    assert len(bars) == 2 and bars[1].disable
+    assert len(bars) == 2 and bars[1][1]["enabled"] is False
 
 
 def test_metrics_log_appends_pending_records_at_once_and_leaves_flushing_to_tensorboard(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ def test_pretraining_writes_released_format_checkpoints_and_a_metrics_line_per_e
     assert {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "args", "rng"} <= set(state)
     assert state["epoch"] == 2 and not any(k.startswith("module.") for k in state["model"])
     assert state["model"]["head.weight"].shape[0] == 8
-    assert (out / "vit_tiny_patch16_224_sigma3.5_perturb0.1_sample8_seed0_002ep.pth").is_file()
+    assert (out / "vit_tiny_patch16_224_p4-d16x2-h2-16px_sigma3.5_perturb0.1_sample8_seed0_002ep.pth").is_file()
     records = read_metrics(out)
     assert [r["epoch"] for r in records] == [1, 2]
     assert all({"train_loss", "lr", "images_per_s"} <= set(r) for r in records)

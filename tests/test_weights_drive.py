@@ -60,7 +60,7 @@ def test_without_gdown_one_line_names_the_extra_and_the_manual_way(tmp_path, mon
     monkeypatch.setenv("ONEPFRAC_CACHE", str(tmp_path))
     assert weights.main(["download", NAME, "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "pip install 'onepfrac[drive]'" in err
+    assert err.count("\n") == 1 and 'a file of a Google Drive folder, needs gdown: pip install "onepfrac[drive]"' in err
     assert f"by hand from {weights.VISUALATOM_FOLDER} and place it at {tmp_path / RELEASE.filename}" in err
 
 

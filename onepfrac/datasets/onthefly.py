@@ -2,6 +2,10 @@
 
     dataset = OnTheFlyDataset("fractaldb", fractaldb.Config(classes=100), transform=...)
     image, label = dataset[index]      # index -> (class, instance) = divmod(index, instances)
+    dataset.classes                    # ['00000', '00001', ...]: the generator's folder names
+
+torchvision-style: `classes`, `class_to_idx`, `transform` and `target_transform`, so it drops in
+where an ImageFolder of the generated files was (`from onepfrac import OnTheFlyDataset`).
 
 Every sample is a pure function of (config, class, instance): the pixels equal those the
 generator writes for the same config (after ImageFolder's RGB conversion), whatever the
@@ -24,13 +28,17 @@ STREAM_PICK = STREAMS["on-the-fly"]["pick"]  # the random instance of a class in
 
 class OnTheFlyDataset(Dataset):
     def __init__(self, name: str, config=None, transform=None, one_instance_per_class: bool = False,
-                 mode: str = "RGB"):
+                 mode: str = "RGB", target_transform=None):
         self.name = name
         self.module = datasets.load(name)
         self.config = config if config is not None else self.module.Config()
         datasets.check(self.module, self.config)  # refused as the CLI refuses it (ConfigError)
-        self.classes, self.instances = datasets.counts(self.module, self.config)
+        self.num_classes, self.instances = datasets.counts(self.module, self.config)
+        # the class folders the generator writes, so labels mean the same on disk and on the fly
+        self.classes = [f"{index:05d}" for index in range(self.num_classes)]
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
         self.transform = transform
+        self.target_transform = target_transform
         self.one_instance_per_class = one_instance_per_class
         self.mode = mode  # ImageFolder's default loader gives RGB
         self.epoch = 0
@@ -47,7 +55,7 @@ class OnTheFlyDataset(Dataset):
         self.module = datasets.load(self.name)
 
     def __len__(self) -> int:
-        return self.classes if self.one_instance_per_class else self.classes * self.instances
+        return self.num_classes if self.one_instance_per_class else self.num_classes * self.instances
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch that seeds the random instance of each class (call before each epoch's iterator)."""
@@ -80,4 +88,9 @@ class OnTheFlyDataset(Dataset):
             image = image.convert(self.mode)
         if self.transform is not None:
             image = self.transform(image)
-        return image, class_index
+        target = class_index if self.target_transform is None else self.target_transform(class_index)
+        return image, target
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.name!r}, {len(self)} samples, {self.num_classes} classes"
+                f" x {self.instances} instances)")

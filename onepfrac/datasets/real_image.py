@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from onepfrac.datasets.interface import STREAMS, check_choice, check_range, require, stream
+from onepfrac import extras
 from onepfrac.errors import UsageError
 
 NAME = "real-image"
@@ -124,9 +125,10 @@ def check(config: Config) -> None:
 def load_image(image: str) -> np.ndarray:
     """The image as uint8 RGB (H, W, 3): a bundled scikit-image picture or a file OpenCV reads."""
     if image in BUNDLED:
-        import skimage.data  # imported here: only this branch needs scikit-image
+        # only this branch needs scikit-image: a missing one names the extra
+        photos = extras.require("skimage.data", "real-image", f"--image {image} (a bundled photo)")
 
-        pixels = getattr(skimage.data, image)()
+        pixels = getattr(photos, image)()
     else:
         pixels = cv2.imread(image, cv2.IMREAD_COLOR)
         if pixels is None:  # OpenCV says nothing more: not an image, a format it lacks, or unreadable

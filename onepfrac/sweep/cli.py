@@ -5,27 +5,36 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import shlex
 import sys
 from pathlib import Path
 
-from onepfrac.errors import UsageError, UserError
+from onepfrac.argparsing import Parser
+from onepfrac.errors import UserError
+from onepfrac.paths import check_writable_folder
 from onepfrac.sweep import runner
 from onepfrac.sweep.grid import load_grid, select
 from onepfrac.sweep.stages import commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m onepfrac.sweep",
         description="Run a grid of generate -> pre-train -> fine-tune cells (resumable), then write "
                     "results.csv, results.md and figure/top1.svg into --out. "
                     "`python -m onepfrac.sweep aggregate DIR` redoes the results from the cell.json files.")
     parser.add_argument("grid", help="grid YAML (see train/grids/ and docs/sweeps.md)")
-    parser.add_argument("--out", default=None, help="output folder (default ./output/sweeps/GRIDNAME)")
+    parser.add_argument("--out", default=None, help="output folder (default: ./output/sweeps/GRIDNAME)")
     parser.add_argument("--dry-run", action="store_true", help="check the grid and print the cells and commands")
-    parser.add_argument("--only", nargs="+", default=None, metavar="CELL", help="run only these cells")
+    parser.add_argument("--only", nargs="+", default=None, metavar="CELL", help="run only these cells (default: all)")
+    parser.add_argument("--no-progress", action="store_true", help="print nothing but errors")
+    return parser
+
+
+def build_aggregate_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m onepfrac.sweep aggregate",
+                    description="Redo results.csv, results.md and figure/top1.svg of a sweep.")
+    parser.add_argument("dir", help="a sweep's output folder (holding cells/*/cell.json)")
     parser.add_argument("--no-progress", action="store_true", help="print nothing but errors")
     return parser
 
@@ -43,15 +52,7 @@ def dry_run(grid, cells, out: Path) -> None:
 
 def check_out(out: Path) -> None:
     """--out must be a folder we can write, or creatable: checked before any cell starts."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
-    ancestor = out
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UsageError(f"--out {out}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out} is not writable ({ancestor} denies writing)")
+    check_writable_folder(out, "--out")
 
 
 # a disk that refuses writes mid-sweep: one line, and the rerun resumes
@@ -62,10 +63,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["aggregate"]:
-            parser = argparse.ArgumentParser(prog="python -m onepfrac.sweep aggregate")
-            parser.add_argument("dir", help="a sweep's output folder (holding cells/*/cell.json)")
-            parser.add_argument("--no-progress", action="store_true")
-            args = parser.parse_args(argv[1:])
+            args = build_aggregate_parser().parse_args(argv[1:])
             runner.aggregate(Path(args.dir), not args.no_progress)
             return 0
         args = build_parser().parse_args(argv)

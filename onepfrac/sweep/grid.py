@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from onepfrac import bundled
 from onepfrac.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -241,9 +242,9 @@ def yaml_message(path: Path, error: yaml.YAMLError) -> str:
 
 def load_grid(path) -> Grid:
     """Read and check a grid file; raise GridError on the first mistake."""
-    path = Path(path)
+    path = bundled.find(str(path), "grids")  # a path, or a bundled grid's name: cpu_L
     if not path.is_file():
-        raise GridError(f"grid: {str(path)!r} is not a file")
+        raise GridError(f"grid: {str(path)!r} is not a file{bundled.hint('grids')}")
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError) as error:

@@ -1,7 +1,7 @@
-"""Cell records -> results.csv, results.md (mean +- std over seeds) and an SVG bar chart.
+"""Cell records -> results.csv, results.md (mean +- std over seeds) and a matplotlib plot.
 
-Pure: every function takes the parsed cell.json records and returns text; runner.py reads and
-writes the files. The SVG is written by hand because matplotlib is not a dependency.
+Pure: every function takes the parsed cell.json records and returns text (or a Figure);
+runner.py reads and writes the files.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-from html import escape
 
 from onepfrac.sweep.grid import AXES, DATASETS
 
@@ -17,6 +16,9 @@ CSV_COLUMNS = ("cell", *AXES, "status", "best_acc1", "best_acc5", "best_epoch", 
                "last_acc5", "pretrain_loss", "pretrain_classes", "wall_generate_s",
                "wall_pretrain_s", "wall_finetune_s", "wall_total_s", "paper_top1", "paper_source")
 GROUP_AXES = ("dataset", "delta", "sigma", "L")
+# Decimals written into results.csv: % to 2, losses to 4, seconds to 1 (not 17 digits of a float)
+CSV_DIGITS = {"best_acc1": 2, "best_acc5": 2, "last_acc1": 2, "last_acc5": 2, "pretrain_loss": 4,
+              "wall_generate_s": 1, "wall_pretrain_s": 1, "wall_finetune_s": 1, "wall_total_s": 1}
 
 
 def row(record: dict) -> dict:
@@ -52,8 +54,16 @@ def csv_text(rows: list[dict]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in sorted(rows, key=_sort_key):
-        writer.writerow({k: "" if r.get(k) is None else r[k] for k in CSV_COLUMNS})
+        writer.writerow({k: _csv_value(k, r.get(k)) for k in CSV_COLUMNS})
     return buffer.getvalue()
+
+
+def _csv_value(column: str, value):
+    if value is None:
+        return ""
+    if column in CSV_DIGITS and isinstance(value, float) and math.isfinite(value):
+        return f"{value:.{CSV_DIGITS[column]}f}"
+    return value
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -88,7 +98,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     return sorted(summary, key=_sort_key)
 
 
-def pm(stats: tuple, digits: int = 1) -> str:
+def pm(stats: tuple, digits: int = 2) -> str:
     mean, std = stats
     if mean is None:
         return "–"
@@ -115,7 +125,7 @@ def markdown(rows: list[dict], title: str) -> str:
         chance = f" ({math.log(g['L']):.2f})" if g["L"] else ""
         loss = pm(g["pretrain_loss"], 2) + chance if g["pretrain_loss"][0] is not None else "–"
         wall = g["wall_total_s"]
-        minutes = pm((None if wall[0] is None else wall[0] / 60, None if wall[1] is None else wall[1] / 60))
+        minutes = pm((None if wall[0] is None else wall[0] / 60, None if wall[1] is None else wall[1] / 60), 1)
         paper = "–"
         if g["paper_top1"] is not None:
             if g["paper_source"] not in sources:
@@ -141,40 +151,41 @@ def group_label(group: dict) -> str:
     return " ".join(parts)
 
 
-def svg(rows: list[dict], title: str) -> str:
-    """Horizontal bars of the mean best top-1 per group with a ±std whisker; scratch in grey and
-    as a dashed line, so that every other bar reads as above or below it."""
+SEED_OFFSET = 0.22  # rows of the plot are 1 apart
+
+
+def figure(rows: list[dict], title: str):
+    """Best top-1 per group: each seed a dot, the mean a diamond with a ±std bar; scratch in grey
+    and as a dashed line, so that every other row reads as above or below it. Needs matplotlib."""
+    from onepfrac import plots
+
     groups = summarise(rows)
-    bar, gap, left, width, top = 22, 8, 230, 420, 44
-    height = top + len(groups) * (bar + gap) + 40
-    scale = width / 100.0
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" height="{height}" '
-           f'font-family="sans-serif" font-size="12">',
-           '<rect width="100%" height="100%" fill="white"/>',
-           f'<text x="10" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
-           '<text x="10" y="36" fill="#555">fine-tuning top-1 (%), best epoch, mean ± std over seeds</text>']
-    for tick in range(0, 101, 20):
-        x = left + tick * scale
-        out.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 30}" stroke="#ddd"/>')
-        out.append(f'<text x="{x:.1f}" y="{height - 16}" text-anchor="middle" fill="#555">{tick}</text>')
-    for i, g in enumerate(groups):
-        y = top + i * (bar + gap)
+    seeds = {}
+    for r in rows:
+        if r["status"] == "complete" and r["best_acc1"] is not None:
+            seeds.setdefault(tuple(r[a] for a in GROUP_AXES), []).append(r["best_acc1"])
+    plot = plots.new_figure("the sweep's plot", 8, 1.2 + 0.4 * max(len(groups), 1))
+    ax = plot.subplots()
+    for y, g in enumerate(groups):
+        colour = "#999999" if g["dataset"] == "scratch" else "#3a6ea5"
+        values = seeds.get(tuple(g[a] for a in GROUP_AXES), [])
+        # the seeds' dots just below the mean's bar, so that neither hides the other
+        ax.scatter(values, [y + SEED_OFFSET] * len(values), s=14, color=colour, alpha=0.7, zorder=2)
         mean, std = g["best_acc1"]
-        colour = "#999" if g["dataset"] == "scratch" else "#3a6ea5"
-        out.append(f'<text x="{left - 8}" y="{y + bar * 0.7:.1f}" text-anchor="end">'
-                   f'{escape(group_label(g))} (n={g["n"]})</text>')
-        if mean is None:
-            continue
-        out.append(f'<rect x="{left}" y="{y}" width="{mean * scale:.1f}" height="{bar}" fill="{colour}"/>')
-        if std is not None:
-            lo, hi = left + max(0.0, mean - std) * scale, left + min(100.0, mean + std) * scale
-            mid = y + bar / 2
-            out.append(f'<line x1="{lo:.1f}" y1="{mid}" x2="{hi:.1f}" y2="{mid}" stroke="black"/>')
-            out += [f'<line x1="{x:.1f}" y1="{y + 5}" x2="{x:.1f}" y2="{y + bar - 5}" stroke="black"/>' for x in (lo, hi)]
-        out.append(f'<text x="{left + min(100.0, mean + (std or 0)) * scale + 6:.1f}" y="{y + bar * 0.7:.1f}">{pm(g["best_acc1"])}</text>')
+        if mean is not None:
+            ax.errorbar([mean], [y], xerr=None if std is None else [[std], [std]], fmt="D", color=colour,
+                        markersize=6, capsize=4, zorder=3)
+            ax.annotate(pm(g["best_acc1"]), (mean + (std or 0), y), xytext=(6, 0),
+                        textcoords="offset points", va="center", fontsize="small")
     scratch = [g["best_acc1"][0] for g in groups if g["dataset"] == "scratch" and g["best_acc1"][0] is not None]
     if scratch:
-        x = left + scratch[0] * scale
-        out.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 30}" stroke="#999" stroke-dasharray="4 3"/>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+        ax.axvline(scratch[0], color="#999999", linestyle="--", linewidth=1, zorder=1)
+    ax.set_yticks(range(len(groups)), [f"{group_label(g)} (n={g['n']})" for g in groups])
+    ax.set_ylim(len(groups) - 0.5, -0.5)  # the table's order, top to bottom
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("fine-tuning top-1 (%), best epoch: seeds (dots), mean ± std (diamond)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    if not groups:
+        ax.text(50, 0, "no complete cell yet", ha="center", va="center", color="gray")
+    return plot

@@ -11,7 +11,7 @@ Layout of an output folder:
     OUT/data/digits_train..._seed../  fine-tuning data written by onepfrac.train.digits
     OUT/cells/<cell>/cell.json        parameters, status, commands, wall times, result
     OUT/cells/<cell>/{generate,pretrain,finetune}.log, pretrain/, finetune/
-    OUT/results.csv, OUT/results.md, OUT/figure/top1.svg
+    OUT/results.csv, OUT/results.md, OUT/figure/top1.png (without matplotlib: no plot)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import filelock
 
-from onepfrac import lifetime
+from onepfrac import lifetime, plots
 from onepfrac.errors import UserError
 from onepfrac.sweep import results
 from onepfrac.sweep.grid import REPO, Cell, Grid, GridError, reference_for
@@ -342,7 +342,8 @@ def _run_locked(grid: Grid, cells: list[Cell], out: Path, python: str, say, prog
                 failed.append(cell.name)
             else:
                 r = record["result"]
-                say(f"  top-1 best {r['best_acc1']}, last {r['last_acc1']} ({time.monotonic() - start:.1f} s)")
+                say(f"  top-1 best {results.pm((r['best_acc1'], None))}, last {results.pm((r['last_acc1'], None))} "
+                    f"({time.monotonic() - start:.1f} s)")
     aggregate(out, progress)
     if failed:
         print(f"{len(failed)} cell(s) failed: {', '.join(failed)}; run the same command again to retry them",
@@ -352,7 +353,8 @@ def _run_locked(grid: Grid, cells: list[Cell], out: Path, python: str, say, prog
 
 
 def aggregate(out: Path, progress: bool = True) -> list[dict]:
-    """results.csv, results.md and figure/top1.svg from the cell.json files alone."""
+    """results.csv, results.md and figure/top1.png from the cell.json files alone (the plot only
+    where matplotlib is installed: the tables never depend on it)."""
     records = [read_json(p) for p in sorted((out / "cells").glob(f"*/{CELL_JSON}"))]
     records = [r for r in records if r]
     if not records:
@@ -362,8 +364,14 @@ def aggregate(out: Path, progress: bool = True) -> list[dict]:
     title = f"Sweep {', '.join(names)}"
     write_text(out / "results.csv", results.csv_text(rows))
     write_text(out / "results.md", results.markdown(rows, title))
-    (out / "figure").mkdir(exist_ok=True)
-    write_text(out / "figure" / "top1.svg", results.svg(rows, title))
+    written = [out / "results.md", out / "results.csv"]
+    if plots.available():
+        (out / "figure").mkdir(exist_ok=True)
+        plots.save(results.figure(rows, title), out / "figure" / "top1.png")
+        written.append(out / "figure" / "top1.png")
+    elif progress:
+        print(f"no plot: matplotlib is not installed; {plots.INSTALL}, then run "
+              f"`python -m onepfrac.sweep aggregate {out}`")
     if progress:
-        print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'figure' / 'top1.svg'}")
+        print(f"results: {', '.join(map(str, written))}")
     return rows

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
+from onepfrac import extras
 from onepfrac.errors import UserError
 from onepfrac.train.options import parse_args
 
@@ -31,12 +32,18 @@ def _other_rank() -> bool:
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
+        for module in ("torch", "torchvision", "timm"):  # options and --help need none of them
+            extras.require(module, "train", f"python -m onepfrac.train {args.mode}")
         if args.mode != "eval":  # eval takes its model from the checkpoint
             from onepfrac.train.build import check_model, check_optimization
 
             # timm's names and the model's constructor, before any data is decoded
             check_optimization(args)
             check_model(args)
+            if args.log_wandb:  # before any work, not after the data is loaded
+                from onepfrac.train.metrics import require_wandb
+
+                require_wandb()
         if args.check_only:
             from onepfrac.train.trainer import check_only
 

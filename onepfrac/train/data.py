@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from tqdm import tqdm
 
 from onepfrac.errors import UserError
+from onepfrac.progress import progress as progress_bar
 from onepfrac.train.checkpoint import short_message
 from onepfrac.train.options import DATASETS
 
@@ -267,8 +267,8 @@ def decode_all(samples: list[tuple[str, int]], progress: bool) -> np.ndarray:
     """Decode every image once into one uint8 array (all images must share their shape)."""
     paths = [path for path, _ in samples]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        arrays = list(tqdm(pool.map(_decode, paths), total=len(paths), disable=not progress,
-                           desc="decoding", unit="img", leave=False))
+        arrays = list(progress_bar(pool.map(_decode, paths), total=len(paths), enabled=progress,
+                                   desc="decoding", unit="img", leave=False))
     shapes = {array.shape for array in arrays}
     if len(shapes) > 1:
         # Mixed gray and colour images, or sizes: fall back to RGB so one array holds all.
@@ -302,6 +302,44 @@ def open_folder(root: Path, option: str, in_memory: str = "auto",
         return FileDataset(samples, classes)
     images = decode_all(samples, progress)
     return ArrayDataset(images, np.array([label for _, label in samples]), classes)
+
+
+class FractalFolder(torch.utils.data.Dataset):
+    """A dataset folder the generator wrote (or any ImageFolder layout), torchvision-style, for
+    your own training script: `from onepfrac import FractalFolder`.
+
+        dataset = FractalFolder("data/sigma3.5_perturb0.1_sample1000_seed0", transform=...)
+        image, label = dataset[0]          # an RGB PIL image through `transform`, an int
+
+    The trainer's checks come with it: hidden folders are not classes, a folder still being
+    generated or missing files of its manifest is refused with one line (DataError).
+    `in_memory=True` decodes every image once (fast epochs, RAM: width x height x 3 per image).
+    """
+
+    def __init__(self, root, transform=None, target_transform=None, in_memory: bool = False,
+                 progress: bool = False):
+        self.root = Path(root)
+        self.samples, self.classes = scan_folder(self.root, "FractalFolder root")
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+        self.targets = [label for _, label in self.samples]
+        self.transform, self.target_transform = transform, target_transform
+        self.images = decode_all(self.samples, progress) if in_memory else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        image = (load_rgb(path) if self.images is None
+                 else Image.fromarray(self.images[index]).convert("RGB"))
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, {len(self)} images, {len(self.classes)} classes)"
 
 
 def open_cifar(root: Path, name: str, train: bool, option: str) -> ArrayDataset:
@@ -345,7 +383,7 @@ class RenderedDataset(torch.utils.data.Dataset):
         except datasets.ConfigError as error:
             raise DataError(f"--render-kwargs: {error}") from None
         self.source = OnTheFlyDataset(name, config, one_instance_per_class=(name == "3d-ofdb"))
-        self.classes = [f"{index:05d}" for index in range(self.source.classes)]
+        self.classes = list(self.source.classes)
 
     def __len__(self) -> int:
         return len(self.source)

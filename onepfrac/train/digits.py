@@ -6,17 +6,20 @@ offline, for fine-tuning checks on a laptop or in CI.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from onepfrac.argparsing import Parser
+from onepfrac import extras
+from onepfrac.errors import UserError
+
 
 def split_digits(train: int, seed: int):
     """A class-balanced training split of `train` images; every other image is validation."""
-    from sklearn.datasets import load_digits
+    load_digits = extras.require("sklearn.datasets", "train", "python -m onepfrac.train.digits").load_digits
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # values are 0..16
@@ -42,11 +45,11 @@ def write_digits(out: Path, train: int = 200, size: int = 32, seed: int = 0) -> 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m onepfrac.train.digits", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out")
+    parser = Parser(prog="python -m onepfrac.train.digits", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="folder that receives train/ and val/")
     parser.add_argument("--train", type=int, default=200, help="training images (balanced over 10 classes)")
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=32, help="side of the square PNGs, in pixels")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     args = parser.parse_args(argv)
     if not 10 <= args.train <= 1500:
         print(f"error: --train: {args.train} is not allowed; expected 10..1500 (1,797 digits in all)",
@@ -59,7 +62,11 @@ def main(argv=None) -> int:
     if (out / "train").exists() or (out / "val").exists():
         print(f"error: {out} already holds train/ or val/; choose an empty folder", file=sys.stderr)
         return 2
-    write_digits(out, args.train, args.size, args.seed)
+    try:
+        write_digits(out, args.train, args.size, args.seed)
+    except UserError as error:  # scikit-learn missing
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
     print(out)
     return 0
 

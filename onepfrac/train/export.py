@@ -31,7 +31,7 @@ import torch
 
 from onepfrac.errors import UsageError, UserError
 from onepfrac.train.checkpoint import atomic_write, atomic_write_text
-from onepfrac.train.options import INTERPOLATIONS, OneLineParser, either, model_kwarg
+from onepfrac.train.options import CKPT_WHICH, INTERPOLATIONS, OneLineParser, either, model_kwarg
 
 __all__ = ["CONFIG", "FILES", "Inputs", "WEIGHTS", "export_checkpoint", "export_model", "export_run",
            "hub_config", "main"]
@@ -279,26 +279,32 @@ def add_arguments(parser: argparse.ArgumentParser, downloads: bool = False) -> a
                         help="a weights file of any format --ckpt reads"
                              + (", an http(s) URL or a released name" if downloads else ""))
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="the model folder to write")
-    parser.add_argument("--model", default=None, help="timm model name (default: the checkpoint's)")
+    parser.add_argument("--model", default=None,
+                        help="timm model name (default: the checkpoint's, else asked for)")
     parser.add_argument("--model-kwargs", nargs="*", type=model_kwarg, default=None, metavar="KEY=VALUE",
                         help="kwargs the model was built with (default: the checkpoint's, else none)")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="classes of the head (default: the classifier's in the weights)")
-    parser.add_argument("--img-size", type=int, default=None, help="input size in pixels")
-    parser.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"))
-    parser.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"))
-    parser.add_argument("--interpolation", default=None,
-                        help=f"{either(INTERPOLATIONS)} (default: the checkpoint's, else {DEFAULT_INTERPOLATION})")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="input size in pixels (default: the checkpoint's, else asked for)")
+    parser.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                        help="normalisation mean (default: the checkpoint's, else asked for)")
+    parser.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                        help="normalisation std (default: the checkpoint's, else asked for)")
+    parser.add_argument("--interpolation", default=None, choices=INTERPOLATIONS,
+                        help=f"resize interpolation (default: the checkpoint's, else {DEFAULT_INTERPOLATION})")
     parser.add_argument("--crop-pct", type=float, default=None,
-                        help=f"eval crop fraction (default: the checkpoint's, else {DEFAULT_CROP_PCT})")
-    parser.add_argument("--which", default="auto", help="auto, model, state_dict, ema or state_dict_ema")
+                        help=f"eval centre-crop fraction (default: the checkpoint's, else {DEFAULT_CROP_PCT})")
+    parser.add_argument("--which", default="auto", choices=CKPT_WHICH,
+                        help="the entry of a checkpoint with several: auto (the trained weights), or the EMA copy")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="unpickle arbitrary objects in CKPT (only for files you trust)")
     parser.add_argument("--overwrite", action="store_true",
                         help=f"replace {WEIGHTS} and {CONFIG} in a non-empty OUT_DIR")
     if downloads:
         parser.add_argument("--cache-dir", type=Path, default=None,
-                            help="where a URL or a released name is downloaded (as `download`)")
+                            help="where a URL or a released name is downloaded (default: "
+                                 "$ONEPFRAC_CACHE, else ~/.cache/onepfrac)")
         parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
     return parser
 

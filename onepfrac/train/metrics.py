@@ -1,4 +1,5 @@
-"""The run's records: metrics.jsonl (one line per epoch), TensorBoard scalars and log lines.
+"""The run's records: metrics.jsonl (one line per epoch), TensorBoard scalars, optional Weights &
+Biases scalars (--log-wandb) and log lines.
 
 Epoch losses stay on the device until a resolve point (PendingEpochs), so the 3-step epochs of
 the released recipe do not each wait for the GPU.
@@ -13,6 +14,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from onepfrac.errors import UsageError
+from onepfrac.extras import message
 from onepfrac.train import engine
 from onepfrac.train.distributed import Context
 
@@ -34,19 +37,47 @@ def trim_metrics(path: Path, epochs_done: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def require_wandb():
+    """The wandb module, or a one-line error for --log-wandb when it is not installed."""
+    try:
+        import wandb
+    except ImportError:
+        raise UsageError("--log-wandb: the wandb package is not installed; install it with "
+                         "`pip install wandb`, or leave out --log-wandb") from None
+    return wandb
+
+
+def _plain(value):
+    """A value wandb's config can hold: paths, dtypes and the like as their text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return str(value)
+
+
 class MetricsLog:
-    def __init__(self, output_dir: Path, enabled: bool):
+    def __init__(self, output_dir: Path, enabled: bool, wandb_project: str | None = None,
+                 config: dict | None = None):
+        """`wandb_project` (on the main process only) also logs every record to that
+        Weights & Biases project, under the run folder's name."""
         self.path = output_dir / METRICS
         self.enabled = enabled
         self.tensorboard = None
+        self.wandb = None
+        if enabled and wandb_project:
+            self.wandb = require_wandb().init(
+                project=wandb_project, name=output_dir.name, dir=str(output_dir),
+                config={key: _plain(value) for key, value in (config or {}).items()})
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 # Its own thread flushes every 30 s and close() the rest: a flush per record
                 # would touch the disk once per 3-step epoch of the released recipe.
                 self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"), flush_secs=30)
-            except ImportError:
-                pass  # TensorBoard is optional
+            except ImportError:  # optional, but said once: torch's own message names no pip package
+                print(f"note: {message('tensorboard', 'train', 'TensorBoard logging')}; "
+                      "metrics.jsonl is written without it", flush=True)
 
     def write(self, records: list[dict]) -> None:
         if not self.enabled or not records:
@@ -58,10 +89,17 @@ class MetricsLog:
                 for key, value in record.items():
                     if key != "epoch" and isinstance(value, (int, float)):
                         self.tensorboard.add_scalar(key, value, record["epoch"])
+        if self.wandb is not None:
+            for record in records:  # the epoch is wandb's step, so its charts read by epoch
+                self.wandb.log({key: value for key, value in record.items()
+                                if key != "epoch" and isinstance(value, (int, float))},
+                               step=record["epoch"])
 
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 class PendingEpochs:
@@ -70,7 +108,7 @@ class PendingEpochs:
     each epoch's loss at its end would drain the GPU's queue every 3 steps in the released
     recipe."""
 
-    def __init__(self, context: Context, metrics: MetricsLog, bar: tqdm, updates_done: int):
+    def __init__(self, context: Context, metrics: MetricsLog, bar, updates_done: int):
         self.context, self.metrics, self.bar = context, metrics, bar
         self.epochs: list[tuple[int, float, engine.EpochStats]] = []  # (epoch, lr, stats)
         self.resolved_at = updates_done

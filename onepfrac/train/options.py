@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from onepfrac.argparsing import Parser, shown
+from onepfrac import bundled
 from onepfrac.errors import UsageError
 
 MODES = ("pretrain", "finetune", "eval")
@@ -60,9 +62,29 @@ def either(choices) -> str:
     return ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else "".join(choices)
 
 
-class OneLineParser(argparse.ArgumentParser):
+# timm train.py options that are not ours (or mean something else here): the one-line error for
+# such an option says what to write instead, as allow_abbrev=False no longer guesses one.
+TIMM_INSTEAD = {
+    "--drop": "dropout is a model argument: --model-kwargs drop_rate=P",
+    "--lr-base": "--lr is the base lr, scaled linearly by total batch / --lr-base-batch",
+    "--lr-base-scale": "the lr is always scaled linearly by total batch / --lr-base-batch",
+    "--amp-dtype": "--amp takes the type: --amp bf16 or --amp fp16",
+    "--pretrained": "--ckpt names the weights to start from (path, URL or released name)",
+    "--train-interpolation": "--interpolation sets training and evaluation alike",
+    "--log-interval": "--check-every sets the updates between host syncs and log lines",
+    "--checkpoint-hist": "--save-every sets the epochs between kept checkpoints",
+    "--input-size": "--img-size sets the (square, 3-channel) input",
+    "--train-split": "--train-dir (or --data-dir holding train/) gives the training images",
+    "--val-split": "--val-dir (or --data-dir holding val/) gives the validation images",
+}
+
+
+class OneLineParser(Parser):
     def error(self, message):
-        raise UsageError(message)
+        unknown = message.partition("unrecognized arguments: ")[2].split(" ")[0].split("=")[0]
+        if unknown in TIMM_INSTEAD:
+            raise UsageError(f"{message} (that is timm's {unknown}; here {TIMM_INSTEAD[unknown]})")
+        raise UsageError(self.explained(message))
 
 
 def model_kwarg(text: str) -> tuple[str, object]:
@@ -88,31 +110,46 @@ def mixup_chunk(text: str):
             f"{text!r} is not a whole number of images or a fraction 1/k of --batch-size") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m onepfrac.train",
-                           description="Pre-train, fine-tune or evaluate a timm model.")
-    parser.add_argument("mode", choices=MODES)
-    parser.add_argument("-c", "--config", default=None, help="YAML file of flat option keys")
+def build_parser(mode: str | None = None, add_help: bool = True) -> argparse.ArgumentParser:
+    """The trainer's parser; with `mode`, its help shows that mode's recipe defaults (without,
+    each mode's)."""
+    parser = OneLineParser(prog="python -m onepfrac.train", add_help=add_help,
+                           description="Pre-train, fine-tune or evaluate a timm model. Options "
+                                       "also take timm train.py's spellings (train/README.md).")
+    parser.add_argument("mode", choices=MODES, help="what to do; `MODE --help` shows its defaults")
+    parser.add_argument("-c", "--config", default=None, metavar="FILE.yaml",
+                        help="YAML file of flat option keys; options given here override it "
+                             "(default: none)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", default=None,
-                      help="pretrain: the dataset folder; finetune/eval: folder with train/ and val/")
-    data.add_argument("--train-dir", default=None)
-    data.add_argument("--val-dir", default=None)
-    data.add_argument("--dataset", default="folder", help=either(DATASETS))
+                      help="pretrain: the dataset folder; finetune/eval: folder with train/ and "
+                           "val/ (default: none)")
+    data.add_argument("--train-dir", default=None,
+                      help="training images, one folder per class (default: --data-dir/train)")
+    data.add_argument("--val-dir", default=None,
+                      help="validation images, one folder per class (default: --data-dir/val)")
+    data.add_argument("--dataset", default="folder", choices=DATASETS,
+                      help="folder: class folders; cifar10/cifar100: torchvision's, in --data-dir")
     data.add_argument("--render", default=None, metavar="DATASET",
                       help="pretrain on a dataset rendered on the fly (1p-frac, fractaldb, ofdb, "
-                           "visualatom, real-image, 3d-ofdb) instead of --data-dir")
+                           "visualatom, real-image, 3d-ofdb) instead of --data-dir (default: none)")
     data.add_argument("--render-kwargs", nargs="*", type=model_kwarg, default=[], metavar="KEY=VALUE",
                       help="generator options for --render, e.g. samples=16 size=128 seed=0")
     data.add_argument("--num-classes", type=int, default=None,
                       help="checked against the class folders (default: their number)")
-    data.add_argument("--in-memory", default="auto", help=either(IN_MEMORY))
-    data.add_argument("--memory-limit-gb", type=float, default=16.0)
-    data.add_argument("--repeats", type=int, default=1,
+    data.add_argument("--in-memory", default="auto", choices=IN_MEMORY,
+                      help="decode the training images once into memory (auto: when they fit "
+                           "in --memory-limit-gb)")
+    data.add_argument("--memory-limit-gb", type=float, default=16.0,
+                      help="most memory --in-memory auto may use for decoded images")
+    data.add_argument("--repeats", "--epoch-repeats", type=int, default=1,
                       help="passes over the dataset per epoch (for L smaller than a batch)")
-    data.add_argument("--workers", type=int, default=None, help="DataLoader workers per process")
-    data.add_argument("--data-pipeline", default="auto", help=either(PIPELINES))
+    data.add_argument("--workers", "-j", type=int, default=None,
+                      help="DataLoader workers per process (default: chosen from the cores)")
+    data.add_argument("--data-pipeline", default="auto", choices=PIPELINES,
+                      help="loader: DataLoader workers; device: augment on the accelerator; "
+                           "auto: device where it fits")
     data.add_argument("--shuffle-buffer", type=int, default=1000,
                       help="--dataset wds: samples each DataLoader worker shuffles among (docs/shards.md)")
     data.add_argument("--side-stream", action=argparse.BooleanOptionalAction, default=False,
@@ -120,85 +157,116 @@ def build_parser() -> argparse.ArgumentParser:
                            "while the model trains on this one (no effect elsewhere)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="vit_tiny_patch16_224")
-    model.add_argument("--img-size", type=int, default=224)
+    model.add_argument("--model", default="vit_tiny_patch16_224", help="timm model name")
+    model.add_argument("--img-size", type=int, default=224, help="input images are this square")
     model.add_argument("--model-kwargs", nargs="*", type=model_kwarg, default=[],
-                       metavar="KEY=VALUE")
-    model.add_argument("--drop-path", type=float, default=0.1)
-    model.add_argument("--ckpt", default=None,
-                       help="weights to start from (finetune) or to evaluate: path, URL or known name")
-    model.add_argument("--ckpt-which", default="auto", help=either(CKPT_WHICH))
+                       metavar="KEY=VALUE",
+                       help="arguments of timm's create_model, e.g. patch_size=4 depth=6")
+    model.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate")
+    model.add_argument("--ckpt", "--initial-checkpoint", "--pretrained-path", default=None,
+                       help="weights to start from (finetune) or to evaluate: path, URL or known "
+                            "name (default: none, random init)")
+    model.add_argument("--ckpt-which", default="auto", choices=CKPT_WHICH,
+                       help="which weights of --ckpt (ema: state_dict_ema)")
     model.add_argument("--ckpt-trust-pickle", action=argparse.BooleanOptionalAction, default=False,
                        help="allow arbitrary pickled objects in --ckpt (only for files you trust)")
     model.add_argument("--freeze-blocks", type=int, default=0,
                        help="freeze the patch embedding and the first k blocks")
-    model.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
-    model.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
-    model.add_argument("--model-ema", action=argparse.BooleanOptionalAction, default=False)
-    model.add_argument("--model-ema-decay", type=float, default=0.99996)
+    model.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
+                       help="channels-last memory layout")
+    model.add_argument("--compile", "--torchcompile", action=argparse.BooleanOptionalAction,
+                       default=False, help="torch.compile the model (inductor)")
+    model.add_argument("--model-ema", action=argparse.BooleanOptionalAction, default=False,
+                       help="keep an exponential moving average of the weights")
+    model.add_argument("--model-ema-decay", type=float, default=0.99996,
+                       help="decay of --model-ema per update")
 
     optim = parser.add_argument_group("optimiser and schedule")
-    optim.add_argument("--opt", default="adamw")
+    optim.add_argument("--opt", default=None, help="timm optimiser name")
     optim.add_argument("--lr", type=float, default=None,
-                       help="base lr, scaled by total batch / --lr-base-batch")
-    optim.add_argument("--lr-base-batch", type=int, default=512)
-    optim.add_argument("--weight-decay", type=float, default=None)
-    optim.add_argument("--momentum", type=float, default=0.9)
-    optim.add_argument("--opt-eps", type=float, default=1e-8)
+                       help="base lr, scaled by total batch / --lr-base-batch (the start line "
+                            "prints both)")
+    optim.add_argument("--lr-base-batch", "--lr-base-size", type=int, default=512,
+                       help="the total batch at which --lr is used unscaled")
+    optim.add_argument("--weight-decay", type=float, default=None, help="weight decay")
+    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    optim.add_argument("--opt-eps", type=float, default=1e-8, help="optimiser epsilon")
     optim.add_argument("--clip-grad", type=float, default=None,
-                       help="clip the gradient norm to this (> 0); 0 or unset: no clipping")
+                       help="clip the gradient norm to this (> 0); 0 or unset: no clipping "
+                            "(default: unset)")
     optim.add_argument("--fused-opt", action=argparse.BooleanOptionalAction, default=False,
                        help="torch's fused (single-kernel) Adam/AdamW/SGD step; same maths, "
                             "fewer launches")
     optim.add_argument("--decay-pos-embed", action=argparse.BooleanOptionalAction, default=None,
                        help="weight-decay pos_embed/cls_token as the released runs did")
-    optim.add_argument("--sched", default="cosine")
-    optim.add_argument("--epochs", type=int, default=300)
-    optim.add_argument("--warmup-epochs", type=int, default=None)
-    optim.add_argument("--warmup-lr", type=float, default=1e-6)
-    optim.add_argument("--min-lr", type=float, default=1e-5)
+    optim.add_argument("--sched", default="cosine", help="timm scheduler name")
+    optim.add_argument("--epochs", type=int, default=300, help="epochs of the schedule")
+    optim.add_argument("--warmup-epochs", type=int, default=None, help="linear warm-up epochs")
+    optim.add_argument("--warmup-lr", type=float, default=1e-6,
+                       help="lr at the start of warm-up, scaled as --lr")
+    optim.add_argument("--min-lr", type=float, default=1e-5,
+                       help="lr at the end of the schedule, scaled as --lr")
     optim.add_argument("--sched-on-updates", action=argparse.BooleanOptionalAction, default=False,
                        help="step the schedule every update (the released code steps per epoch)")
 
     augment = parser.add_argument_group("augmentation and loss")
     augment.add_argument("--aa", default="rand-m9-mstd0.5-inc1",
                          help="timm auto-augment policy, or none")
-    augment.add_argument("--color-jitter", type=float, default=0.4)
-    augment.add_argument("--reprob", type=float, default=None)
-    augment.add_argument("--remode", default="pixel", help=either(RE_MODES))
-    augment.add_argument("--recount", type=int, default=1)
-    augment.add_argument("--scale", type=float, nargs=2, default=[0.08, 1.0])
-    augment.add_argument("--ratio", type=float, nargs=2, default=[3 / 4, 4 / 3])
-    augment.add_argument("--hflip", type=float, default=0.5)
-    augment.add_argument("--vflip", type=float, default=None)
-    augment.add_argument("--interpolation", default="bicubic", help=either(INTERPOLATIONS))
-    augment.add_argument("--mean", type=float, nargs=3, default=None)
-    augment.add_argument("--std", type=float, nargs=3, default=None)
-    augment.add_argument("--crop-pct", type=float, default=0.875)
-    augment.add_argument("--mixup", type=float, default=0.8)
-    augment.add_argument("--cutmix", type=float, default=1.0)
-    augment.add_argument("--mixup-prob", type=float, default=1.0)
-    augment.add_argument("--mixup-switch-prob", type=float, default=0.5)
-    augment.add_argument("--mixup-mode", default="batch", help=either(MIXUP_MODES))
+    augment.add_argument("--color-jitter", type=float, default=0.4, help="colour jitter factor")
+    augment.add_argument("--reprob", type=float, default=None, help="random erasing probability")
+    augment.add_argument("--remode", default="pixel", choices=RE_MODES, help="random erasing fill")
+    augment.add_argument("--recount", type=int, default=1, help="random erasing boxes per image")
+    augment.add_argument("--scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("MIN", "MAX"),
+                         help="random resized crop: area range")
+    augment.add_argument("--ratio", type=float, nargs=2, default=[3 / 4, 4 / 3],
+                         metavar=("MIN", "MAX"), help="random resized crop: aspect ratio range")
+    augment.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
+    augment.add_argument("--vflip", type=float, default=None, help="vertical flip probability")
+    augment.add_argument("--interpolation", default="bicubic", choices=INTERPOLATIONS,
+                         help="resize interpolation, training and evaluation")
+    augment.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                         help="normalisation mean")
+    augment.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                         help="normalisation standard deviation")
+    augment.add_argument("--crop-pct", type=float, default=0.875,
+                         help="evaluation: centre crop of the resized image")
+    augment.add_argument("--mixup", type=float, default=0.8, help="Mixup alpha (0: off)")
+    augment.add_argument("--cutmix", type=float, default=1.0, help="CutMix alpha (0: off)")
+    augment.add_argument("--mixup-prob", type=float, default=1.0,
+                         help="probability of Mixup or CutMix per batch (or chunk)")
+    augment.add_argument("--mixup-switch-prob", type=float, default=0.5,
+                         help="probability of CutMix when both are on")
+    augment.add_argument("--mixup-mode", default="batch", choices=MIXUP_MODES,
+                         help="one lambda per batch, pair of images or image")
     augment.add_argument("--mixup-chunk", type=mixup_chunk, default=0,
                          help="one Mixup/CutMix lambda per this many images (0: per batch), "
                               "or 1/k: per k-th of --batch-size")
-    augment.add_argument("--smoothing", type=float, default=0.1)
+    augment.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--batch-size", type=int, default=32, help="per process")
-    run.add_argument("--eval-batch-size", type=int, default=None)
-    run.add_argument("--seed", type=int, default=42)
-    run.add_argument("--amp", default="auto", help=either(AMP_MODES))
+    run.add_argument("--batch-size", "-b", type=int, default=32, help="per process")
+    run.add_argument("--eval-batch-size", "-vb", "--validation-batch-size", type=int,
+                     default=None, help="per process (default: --batch-size)")
+    run.add_argument("--seed", type=int, default=42, help="seed of everything random")
+    run.add_argument("--amp", default="auto", nargs="?", const="auto", choices=AMP_MODES,
+                     help="mixed precision; auto: fp16 on CUDA, none elsewhere (a bare --amp, "
+                          "timm's spelling, is auto)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--launcher", default="auto", help=either(LAUNCHERS))
+    run.add_argument("--launcher", default="auto", choices=LAUNCHERS,
+                     help="how the processes were started; auto: from the environment")
     run.add_argument("--world-size", type=int, default=None,
-                     help="expected number of processes (NGPUS); checked against the launcher")
-    run.add_argument("--output-dir", default="output")
-    run.add_argument("--experiment", default=None, help="name in checkpoint files")
+                     help="expected number of processes (NGPUS); checked against the launcher "
+                          "(default: any)")
+    run.add_argument("--output-dir", "--output", default="output",
+                     help="the run folder: checkpoints, metrics and summary")
+    run.add_argument("--experiment", default=None,
+                     help="name in checkpoint files (default: the data's name, after the "
+                          "model's overrides, e.g. p4-d96x6-32px_1p-frac-rendered)")
     run.add_argument("--save-every", type=int, default=None, help="epochs between checkpoints")
-    run.add_argument("--eval-every", type=int, default=1)
-    run.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for the last one")
+    run.add_argument("--eval-every", "--val-interval", type=int, default=1,
+                     help="epochs between validations")
+    run.add_argument("--resume", default=None,
+                     help="checkpoint path, or 'auto' for the last one (default: start afresh)")
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh in an --output-dir that holds a run, deleting its "
                           "checkpoints, metrics and summary")
@@ -207,12 +275,36 @@ def build_parser() -> argparse.ArgumentParser:
                           "(0: a run would start); the drivers do this once before launching")
     run.add_argument("--stop-after", type=int, default=None,
                      help="end this process after this many epochs (checkpointed), keeping the "
-                          "schedule of --epochs; continue with --resume auto (for job time limits)")
+                          "schedule of --epochs; continue with --resume auto, for job time "
+                          "limits (default: run to the end)")
     run.add_argument("--check-every", type=int, default=50,
                      help="updates between host syncs: a NaN check, and the metrics and log "
                           "lines of the epochs finished since the last one")
-    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                     help="progress bar on a terminal")
+
+    # Optional experiment tracking: wandb is imported only when asked for, never required.
+    tracking = parser.add_argument_group("experiment tracking")
+    tracking.add_argument("--log-wandb", action="store_true",
+                          help="also log the scalars of metrics.jsonl to Weights & Biases "
+                               "(needs `pip install wandb`)")
+    tracking.add_argument("--wandb-project", default="onepfrac",
+                          help="the Weights & Biases project of --log-wandb")
+    for action in parser._actions:
+        if action.dest in RECIPE_DEFAULTS["pretrain"]:  # shown while no mode is chosen
+            action.per_mode = ", ".join(f"{name} {shown(RECIPE_DEFAULTS[name][action.dest])}"
+                                        for name in ("pretrain", "finetune"))
+        if action.dest in EVAL_FROM_CHECKPOINT:
+            action.help += "; eval: the checkpoint's unless given"
+    if mode is not None:
+        parser.set_defaults(**RECIPE_DEFAULTS[mode])
     return parser
+
+
+def option_name(action: argparse.Action) -> str:
+    """The option's own long name (not a timm alias), as messages name it."""
+    own = "--" + action.dest.replace("_", "-")
+    return own if own in action.option_strings else action.option_strings[-1]
 
 
 def _dest(key: str) -> str:
@@ -284,9 +376,9 @@ def _config_value(action: argparse.Action, value, nullable: bool, where: str):
 
 
 def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
-    file = Path(path)
+    file = bundled.find(path, "configs")  # a path, or a bundled config's name: -c pretrain_cpu
     if not file.is_file():
-        raise UsageError(f"--config: {path!r} does not exist" if not file.exists()
+        raise UsageError(f"--config: {path!r} does not exist{bundled.hint('configs')}" if not file.exists()
                          else f"--config: {path!r} is not a file")
     try:
         values = yaml.safe_load(file.read_text()) or {}
@@ -301,30 +393,52 @@ def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
         raise UsageError(f"--config: {path!r} must hold flat `key: value` pairs")
     actions = {action.dest: action for action in parser._actions
                if action.dest not in ("help", "mode", "config", "check_only", "overwrite")}
+    # timm's spellings are keys too (`validation_batch_size: 64`), but not --no-x negations
+    spellings = {_dest(option.lstrip("-")): action for action in actions.values()
+                 for option in action.option_strings
+                 if option.startswith("--") and _dest(option.lstrip("-")) != "no_" + action.dest}
     # An empty value is allowed where the option itself has none by default.
     nullable = {action.dest for action in build_parser()._actions if action.default is None}
     config = {}
     for key, value in values.items():
-        dest = _dest(str(key))
-        if dest not in actions:
-            close = difflib.get_close_matches(dest, sorted(actions), n=3)
+        if _dest(str(key)) not in spellings:
+            close = difflib.get_close_matches(_dest(str(key)), sorted(actions), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise UsageError(f"--config {path}: unknown key {key!r}{hint}")
+        dest = spellings[_dest(str(key))].dest
+        if dest in config:
+            raise UsageError(f"--config {path}: {key!r} sets {dest} a second time")
         config[dest] = _config_value(actions[dest], value, dest in nullable,
                                      f"--config {path}: {key}")
     return config
 
 
+def _given(argv: list[str], option: str) -> bool:
+    """Whether `option` is in `argv`, as `--opt`, `--opt=V` or (a short one) `-bV`."""
+    return any(a == option or a.startswith(option + "=")
+               or (not option.startswith("--") and a.startswith(option) and not a.startswith("--"))
+               for a in argv)
+
+
+def _first_pass(argv: list[str]):
+    """The mode and --config, read before the parser whose defaults (and help) follow them; None
+    when they cannot be read, leaving the full parser to show help or the error."""
+    try:
+        first, _ = build_parser(add_help=False).parse_known_args(argv)
+    except UsageError:
+        return None
+    return first
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    first, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**RECIPE_DEFAULTS[first.mode])
-    config = read_config(first.config, parser) if first.config else {}
+    first = _first_pass(argv)
+    parser = build_parser(first.mode if first else None)
+    config = read_config(first.config, parser) if first and first.config else {}
     parser.set_defaults(**config)
     args = parser.parse_args(argv)
     given = {action.dest for action in parser._actions
-             if any(a == o or a.startswith(o + "=") for a in argv for o in action.option_strings)}
+             if any(_given(argv, o) for o in action.option_strings)}
     args.explicit = sorted(given | set(config))
     for key, value in RECIPE_DEFAULTS[args.mode].items():
         if getattr(args, key, None) is None:
@@ -352,7 +466,7 @@ def check_numbers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         if action.type not in (int, float):
             continue
         value = getattr(args, action.dest, None)
-        name = action.option_strings[-1].lstrip("-")
+        name = option_name(action).lstrip("-")
         items = value if isinstance(value, (list, tuple)) else [value]
         for item in items:
             if item is None and not isinstance(value, (list, tuple)):
@@ -467,3 +581,35 @@ def validate(args: argparse.Namespace) -> None:
         need(args.ckpt, "ckpt", args.ckpt, "eval needs the checkpoint to evaluate")
         need(args.data_dir or args.val_dir, "val-dir", args.val_dir,
               "eval needs --val-dir (or --data-dir with val/)")
+
+
+# ---------------------------------------------------------------- the model as runs name it
+
+# Short names of the usual ViT overrides in run names; any other kwarg is written key+value.
+_TAG_KEYS = {"patch_size": "p", "num_heads": "h", "mlp_ratio": "m", "in_chans": "c"}
+
+
+def architecture(model: str, img_size: int, model_kwargs: dict) -> str:
+    """The model as built, for the start line: `vit_tiny_patch16_224(patch_size=4, depth=6) at
+    32 px` (the name alone would claim a ViT-Tiny/16 at 224)."""
+    kwargs = ", ".join(f"{key}={value!r}" for key, value in model_kwargs.items())
+    return f"{model}({kwargs}) at {img_size} px" if kwargs else f"{model} at {img_size} px"
+
+
+def architecture_tag(model: str, img_size: int, model_kwargs: dict) -> str:
+    """The overrides of `model`'s name, compact and filesystem-safe (letters, digits, `.`, `-`):
+    `p4-d96x6-h3-32px` for patch_size=4 embed_dim=96 depth=6 num_heads=3 at 32 px; empty when
+    the name says it all. The image size is left out when the name ends in it (`_224`)."""
+    def safe(value) -> str:
+        return re.sub(r"[^A-Za-z0-9.]", "", str(value)) or "x"
+
+    kwargs, parts = dict(model_kwargs), []
+    if "embed_dim" in kwargs and "depth" in kwargs:  # width x depth, the size of a ViT
+        parts.append(f"d{safe(kwargs.pop('embed_dim'))}x{safe(kwargs.pop('depth'))}")
+    for key, value in kwargs.items():
+        name = _TAG_KEYS.get(key, safe(key.replace("_", "")))
+        parts.append(f"{name}{safe(value)}")
+    parts.sort(key=lambda part: not part.startswith("p"))  # patch first, as in `patch16_224`
+    if not re.search(rf"_{img_size}$", model):
+        parts.append(f"{img_size}px")
+    return "-".join(parts)

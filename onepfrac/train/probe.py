@@ -27,19 +27,21 @@ import sys
 import time
 from pathlib import Path
 
+from onepfrac import extras, weights
+
+extras.require_or_exit("torch", "train", "python -m onepfrac.train.probe")  # before the imports below need it
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from onepfrac import weights
 from onepfrac.errors import UserError
+from onepfrac.progress import progress as progress_bar
 from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
 from onepfrac.train import pretrained
 from onepfrac.train.build import create_model
 from onepfrac.train.distributed import choose_device
-from onepfrac.train.options import (CKPT_WHICH, DATASETS, EVAL_FROM_CHECKPOINT, IN_MEMORY, OneLineParser,
-                                    UsageError, either, model_kwarg, need, need_choice)
+from onepfrac.train.options import (CKPT_WHICH, DATASETS, EVAL_FROM_CHECKPOINT, IN_MEMORY, INTERPOLATIONS,
+                                    OneLineParser, UsageError, model_kwarg, need, need_choice)
 
 METRICS = "metrics.jsonl"
 FULL = "full"
@@ -134,7 +136,7 @@ def extract_features(model, loader, probes, device: torch.device, progress: bool
     model.eval()
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name, _ in probes}
     labels = []
-    for images, targets in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
+    for images, targets in progress_bar(loader, desc=desc, unit="batch", leave=False, enabled=progress):
         for name, value in batch_features(model, images.to(device), probes).items():
             chunks[name].append(value.float())
         labels.append(targets.to(device))
@@ -243,39 +245,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m onepfrac.train.probe",
                            description="Linear probing of a frozen backbone at several depths.")
     parser.add_argument("--ckpt", required=True, help="path, URL or known released name")
-    parser.add_argument("--ckpt-which", default="auto", help=either(CKPT_WHICH))
+    parser.add_argument("--ckpt-which", default="auto", choices=CKPT_WHICH,
+                        help="which weights of --ckpt (ema: state_dict_ema)")
     parser.add_argument("--ckpt-trust-pickle", action=argparse.BooleanOptionalAction,
                         default=False, help="allow arbitrary pickled objects (trusted files only)")
     parser.add_argument("--data-dir", required=True,
                         help="folder with train/ and val/ ImageFolders, or CIFAR's root")
-    parser.add_argument("--dataset", default="folder", help=either(DATASETS))
-    parser.add_argument("--in-memory", default="auto", help=either(IN_MEMORY))
-    parser.add_argument("--memory-limit-gb", type=float, default=16.0)
+    parser.add_argument("--dataset", default="folder", choices=DATASETS,
+                        help="folder: class folders; cifar10/cifar100: torchvision's")
+    parser.add_argument("--in-memory", default="auto", choices=IN_MEMORY,
+                        help="decode the images once into memory (auto: when they fit)")
+    parser.add_argument("--memory-limit-gb", type=float, default=16.0,
+                        help="most memory --in-memory auto may use for decoded images")
     parser.add_argument("--blocks", nargs="+", default=None,
                         help="depths to probe: block numbers from 1 and/or 'full' (default: "
                              "1 2 3 full as in the paper, the blocks the model has)")
     # None: taken from the checkpoint's stored arguments, else FALLBACKS.
     parser.add_argument("--model", default=None, help="timm model (default: the checkpoint's)")
-    parser.add_argument("--img-size", type=int, default=None)
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="input size (default: the checkpoint's)")
     parser.add_argument("--model-kwargs", nargs="*", type=model_kwarg, default=None,
-                        metavar="KEY=VALUE")
-    parser.add_argument("--mean", type=float, nargs=3, default=None)
-    parser.add_argument("--std", type=float, nargs=3, default=None)
-    parser.add_argument("--interpolation", default=None)
-    parser.add_argument("--crop-pct", type=float, default=None)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--opt", default="adamw", help=f"{either(OPTIMIZERS)} (momentum 0.9)")
-    parser.add_argument("--lr", type=float, default=0.03)
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=int, default=256,
+                        metavar="KEY=VALUE", help="timm create_model arguments (default: the "
+                                                  "checkpoint's)")
+    parser.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                        help="normalisation mean (default: the checkpoint's)")
+    parser.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                        help="normalisation standard deviation (default: the checkpoint's)")
+    parser.add_argument("--interpolation", default=None, choices=INTERPOLATIONS,
+                        help="resize interpolation (default: the checkpoint's)")
+    parser.add_argument("--crop-pct", type=float, default=None,
+                        help="centre crop of the resized image (default: the checkpoint's)")
+    parser.add_argument("--epochs", type=int, default=100, help="epochs of each linear probe")
+    parser.add_argument("--opt", default="adamw", choices=OPTIMIZERS,
+                        help="the probes' optimiser (sgd: momentum 0.9)")
+    parser.add_argument("--lr", type=float, default=0.03, help="the probes' learning rate")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="the probes' weight decay")
+    parser.add_argument("--batch-size", "-b", type=int, default=256,
                         help="images per feature-extraction batch and features per probe update")
-    parser.add_argument("--eval-every", type=int, default=10, help="epochs between val checks")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for extraction")
+    parser.add_argument("--eval-every", "--val-interval", type=int, default=10,
+                        help="epochs between val checks")
+    parser.add_argument("--workers", "-j", type=int, default=0,
+                        help="DataLoader workers for extraction")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default="output/probe")
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything random")
+    parser.add_argument("--output-dir", "--output", default="output/probe",
+                        help="folder for metrics.jsonl")
     parser.add_argument("--verbose", action="store_true", help="a line per val check")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="progress bars on a terminal")
     return parser
 
 

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from onepfrac import weights
 from onepfrac.cores import available_cores
 from onepfrac.errors import UsageError, UserError
+from onepfrac.progress import progress as progress_bar
 from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
 from onepfrac.train import engine, export, pretrained, run_folder, wds_data
@@ -29,7 +29,7 @@ from onepfrac.train.build import (amp_dtype_for, create_mixup, create_model, cre
                                   create_scheduler, freeze_blocks, scaled)
 from onepfrac.train.distributed import Context, barrier, main_decides, setup, teardown
 from onepfrac.train.metrics import METRICS, MetricsLog, PendingEpochs, log, trim_metrics
-from onepfrac.train.options import EVAL_FROM_CHECKPOINT
+from onepfrac.train.options import EVAL_FROM_CHECKPOINT, architecture, architecture_tag
 
 
 # ---------------------------------------------------------------- data
@@ -145,11 +145,16 @@ def eval_loader(args, dataset, context: Context):
 # ---------------------------------------------------------------- checkpoints
 
 def experiment_name(args) -> str:
+    """--experiment, else the data's name after the model's overrides (`p4-d96x6-32px_...`),
+    so checkpoints of two architectures never share a name."""
     if args.experiment:
         return args.experiment
     if args.render:
-        return f"{args.render}-rendered"
-    return train_root(args).name if args.dataset in ("folder", "wds") else args.dataset
+        data = f"{args.render}-rendered"
+    else:
+        data = train_root(args).name if args.dataset in ("folder", "wds") else args.dataset
+    tag = architecture_tag(args.model, args.img_size, args.model_kwargs)
+    return f"{tag}_{data}" if tag else data
 
 
 # ---------------------------------------------------------------- entry point
@@ -344,18 +349,23 @@ def train_in(args, context: Context, output_dir: Path, resume: Path | None, resu
             trim_metrics(output_dir / METRICS, start_epoch)
         elif (output_dir / METRICS).exists():
             (output_dir / METRICS).unlink()
-    metrics = MetricsLog(output_dir, context.is_main)
-    log(context, f"{args.mode}: {args.model} on {len(train_set)} images, {num_classes} classes, "
+    metrics = MetricsLog(output_dir, context.is_main,
+                         wandb_project=args.wandb_project if getattr(args, "log_wandb", False) else None,
+                         config=vars(args))
+    total_batch = args.batch_size * context.world_size
+    log(context, f"{args.mode}: {architecture(args.model, args.img_size, args.model_kwargs)} on "
+                 f"{len(train_set)} images, {num_classes} classes, "
                  f"{context.world_size} process(es) on {context.device} ({context.launcher}), "
                  f"batch {args.batch_size} x {context.world_size}, {steps_per_epoch} steps/epoch, "
-                 f"lr {scaled(args.lr, args, context):.3g}"
+                 f"lr {args.lr:.3g} given, {scaled(args.lr, args, context):.3g} used "
+                 f"(x total batch {total_batch} / {args.lr_base_batch})"
                  + (f", resuming after epoch {start_epoch}" if resumed else ""))
     experiment = experiment_name(args)
     last_epoch_stats = {}
     end_epoch = args.epochs if args.stop_after is None else min(args.epochs,
                                                                 start_epoch + args.stop_after)
-    bar = tqdm(total=(end_epoch - start_epoch) * steps_per_epoch, desc="train", unit="step",
-               leave=False, disable=not (args.progress and context.is_main))
+    bar = progress_bar(total=(end_epoch - start_epoch) * steps_per_epoch, desc="train", unit="step",
+                       leave=False, enabled=args.progress and context.is_main)
     pending = PendingEpochs(context, metrics, bar, updates_done=start_epoch * steps_per_epoch)
     loop_start, epochs_run = time.perf_counter(), 0
     for epoch in range(start_epoch, end_epoch):
@@ -389,7 +399,8 @@ def train_in(args, context: Context, output_dir: Path, resume: Path | None, resu
         if evaluating:
             result = engine.evaluate(model_ema.module if model_ema is not None else model, val,
                                      context=context, num_classes=num_classes,
-                                     amp_dtype=amp_dtype, channels_last=args.channels_last)
+                                     amp_dtype=amp_dtype, channels_last=args.channels_last,
+                                     progress=args.progress)
             records[-1].update(val_acc1=result["acc1"], val_acc5=result["acc5"],
                                val_loss=result["loss"])
             if best["acc1"] is None or result["acc1"] > best["acc1"]:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from onepfrac import extras
 from onepfrac.train.data import DataError, sample_seed, seed_everything
 
 INDEX = "index.json"
@@ -139,6 +140,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def __init__(self, shard_set: ShardSet, transform, batch_size: int, steps: int, seed: int,
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER):
+        extras.require("webdataset", "wds", "--dataset wds")  # in the main process, not in a worker
         self.shard_set, self.transform = shard_set, transform
         self.batch_size, self.steps, self.seed = batch_size, steps, seed
         self.rank, self.world_size, self.shuffle_buffer = rank, world_size, shuffle_buffer
