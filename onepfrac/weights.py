@@ -564,7 +564,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export"]:  # its own parser, in a module that imports torch: the rest stay light
         from onepfrac.train import export
-        return export.main(argv[1:], prog="python -m onepfrac.weights export", resolve=_export_source)
+        return export.command(argv[1:], prog="python -m onepfrac.weights export", resolve=_export_source)
     parser = Parser(prog="python -m onepfrac.weights",
                     description="Released checkpoints: list, download, locate, export.")
     commands = parser.add_subparsers(dest="command", required=True)

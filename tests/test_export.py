@@ -110,13 +110,13 @@ def test_a_cnn_is_exported_without_img_size(tmp_path):
 # ---------------------------------------------------------------- the export command
 
 def export_cli(*argv):
-    return subprocess.run([sys.executable, "-m", "onepfrac.train.export", *map(str, argv)],
+    return subprocess.run([sys.executable, "-m", "onepfrac.weights", "export", *map(str, argv)],
                           capture_output=True, text=True, timeout=120)
 
 
 def test_our_checkpoint_exports_with_nothing_to_ask(tmp_path, pretrained_checkpoint):
     out = tmp_path / "hub"
-    assert export.main([str(pretrained_checkpoint), str(out)]) == 0
+    assert export.command([str(pretrained_checkpoint), str(out)]) == 0
     model, args = trained_model(pretrained_checkpoint.parent)
     loaded = timm.create_model(f"local-dir:{out}", pretrained=True)
     assert torch.equal(outputs(loaded, 16), outputs(model, 16))
@@ -141,15 +141,15 @@ def test_files_that_record_less_export_once_asked(tmp_path, kind, capsys):
             model=ARCH, input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, img_size=None)}, path)
     out = tmp_path / "hub"
     if kind != "timm":
-        assert export.main([str(path), str(out)]) == 2
+        assert export.command([str(path), str(out)]) == 2
         assert capsys.readouterr().err == (f"error: {path}: the file does not record its timm model; "
                                           "give --model NAME (e.g. vit_tiny_patch16_224)\n")
-        assert export.main([str(path), str(out), "--model", ARCH]) == 2
+        assert export.command([str(path), str(out), "--model", ARCH]) == 2
         assert "give --img-size" in capsys.readouterr().err
         argv = ["--model", ARCH, *KWARGS, *INPUTS]
     else:
         argv = KWARGS
-    assert export.main([str(path), str(out), *argv]) == 0
+    assert export.command([str(path), str(out), *argv]) == 0
     assert "num_classes" not in capsys.readouterr().err
     loaded = timm.create_model(f"local-dir:{out}", pretrained=True)
     assert loaded.num_classes == 10  # read from the classifier's weights
@@ -163,11 +163,11 @@ def test_a_non_empty_out_dir_needs_overwrite_and_keeps_other_files(tmp_path, cap
     out.mkdir()
     (out / "README.md").write_text("mine\n")
     argv = [str(path), str(out), "--model", ARCH, *KWARGS, *INPUTS]
-    assert export.main(argv) == 2
+    assert export.command(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not empty (README.md); give --overwrite" in err
     assert os.listdir(out) == ["README.md"]
-    assert export.main([*argv, "--overwrite"]) == 0
+    assert export.command([*argv, "--overwrite"]) == 0
     assert sorted(os.listdir(out)) == ["README.md", "config.json", "model.safetensors"]
 
 
@@ -188,11 +188,11 @@ def test_bad_export_inputs_are_one_line_errors_with_exit_2(tmp_path, capsys):
         ([path], "OUT_DIR"),
     ]
     for argv, message in cases:
-        assert export.main(list(map(str, argv))) == 2, argv
+        assert export.command(list(map(str, argv))) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not out.exists()
-    result = export_cli(path, out)  # the module runs as a command, with the same errors
+    result = export_cli(path, out)  # as a command, with the same errors
     assert result.returncode == 2 and "give --model NAME" in result.stderr, result.stderr
 
 
@@ -217,7 +217,7 @@ def test_a_training_checkpoint_exports_its_non_ema_weights(tmp_path):
     save_checkpoint(path, {"model": plain.state_dict(), "model_ema": ema.state_dict(), "args": args, "epoch": 1})
     for which, expected in (("auto", plain), ("ema", ema)):
         out = tmp_path / which
-        assert export.main([str(path), str(out), "--which", which]) == 0
+        assert export.command([str(path), str(out), "--which", which]) == 0
         loaded = timm.create_model(f"local-dir:{out}", pretrained=True)
         assert torch.equal(outputs(loaded, 32), outputs(expected, 32))
     assert json.loads((tmp_path / "auto" / "config.json").read_text())["pretrained_cfg"]["crop_pct"] == 0.9

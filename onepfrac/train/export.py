@@ -3,8 +3,6 @@
     python -m onepfrac.weights export CKPT OUT_DIR [--model NAME] [--model-kwargs KEY=VALUE ...]
         [--num-classes N] [--img-size PX] [--mean R G B] [--std R G B] [--overwrite]
 
-(`python -m onepfrac.train.export` is the same for a CKPT that is a local file.)
-
 The folder holds `model.safetensors` (the timm state dict) and `config.json`, timm's pretrained
 config written by timm's own `save_config_for_hf`: architecture, num_classes, model_args (the
 kwargs the model was built with), label_names, and pretrained_cfg with input_size, mean, std,
@@ -34,7 +32,7 @@ from onepfrac.train.checkpoint import atomic_write, atomic_write_text
 from onepfrac.train.options import CKPT_WHICH, INTERPOLATIONS, OneLineParser, either, model_kwarg
 
 __all__ = ["CONFIG", "FILES", "Inputs", "WEIGHTS", "export_checkpoint", "export_model", "export_run",
-           "hub_config", "main"]
+           "hub_config", "command"]
 
 WEIGHTS = "model.safetensors"  # the names timm and the Hub look for in a model folder
 CONFIG = "config.json"
@@ -273,8 +271,8 @@ def _check_inputs(img_size, mean, std, interpolation, crop_pct) -> None:
 # ---------------------------------------------------------------- command line
 
 def add_arguments(parser: argparse.ArgumentParser, downloads: bool = False) -> argparse.ArgumentParser:
-    """The export command's arguments; `downloads`: CKPT may be a URL or a released name
-    (`python -m onepfrac.weights export`), which --cache-dir and --no-progress are about."""
+    """The export command's arguments; `downloads`: CKPT may be a URL or a released name (as
+    `python -m onepfrac.weights export` allows), which --cache-dir and --no-progress are about."""
     parser.add_argument("ckpt", metavar="CKPT",
                         help="a weights file of any format --ckpt reads"
                              + (", an http(s) URL or a released name" if downloads else ""))
@@ -332,14 +330,14 @@ def run(args, resolve=None) -> int:
 def _local_file(spec: str) -> Path:
     path = Path(spec).expanduser()
     if not path.exists():
-        raise UsageError(f"CKPT {spec}: no such file (`python -m onepfrac.weights export` also takes "
-                         "an http(s) URL or a released name)")
+        raise UsageError(f"CKPT {spec}: no such file")
     if not path.is_file():
         raise UsageError(f"CKPT {spec}: a folder, not a checkpoint file")
     return path
 
 
-def main(argv=None, prog: str = "python -m onepfrac.train.export", resolve=None) -> int:
+def command(argv=None, prog: str = "python -m onepfrac.weights export", resolve=None) -> int:
+    """`python -m onepfrac.weights export ARGV` (which passes `resolve`); exit status returned."""
     parser = add_arguments(OneLineParser(
         prog=prog, description="Write a checkpoint's weights as a Hugging Face Hub model folder "
                                "(model.safetensors, config.json) that timm loads alone."),
@@ -353,6 +351,3 @@ def main(argv=None, prog: str = "python -m onepfrac.train.export", resolve=None)
         print("interrupted: run the same command again (a download resumes)", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
