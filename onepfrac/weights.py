@@ -4,11 +4,14 @@
     python -m onepfrac.weights download NAME_OR_URL [--cache-dir DIR]   # prints the file's path
     python -m onepfrac.weights where NAME                                # where to put a file by hand
     python -m onepfrac.weights verify NAME [--file PATH]                 # check a file's size and sha256
+    python -m onepfrac.weights export CKPT OUT_DIR                       # a Hub model folder for timm
 
 Files go to the cache directory: --cache-dir, else $ONEPFRAC_CACHE, else ~/.cache/onepfrac.
 A download is written to `<file>.part`, resumed with an HTTP Range request after an
 interruption, checked (size, and sha256 where published) and only then renamed into place,
-so a file at the final path is always complete. Only the standard library does the HTTP.
+so a file at the final path is always complete. Only the standard library does the HTTP of
+direct links; a file of a shared Google Drive folder (the VisualAtom releases) is listed and
+fetched by gdown, the optional `drive` extra (`pip install "onepfrac[drive]"`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import filelock
 
+from onepfrac import extras
 from onepfrac.argparsing import Parser
 from onepfrac.errors import UsageError, UserError
 from onepfrac.paths import check_writable_folder
@@ -65,6 +69,7 @@ class Release:
     size: int | None = None  # bytes; None: not published
     sha256: str | None = None  # None: not published
     note: str = ""
+    folder: str | None = None  # a shared Google Drive folder holding `filename` (fetched by gdown)
 
 
 ONEPFRAC_README = "https://github.com/SUPER-TADORY/1p-frac"
@@ -81,9 +86,9 @@ def _onepfrac(delta: str, drive_id: str, cifar100: float) -> Release:
         note=f"CIFAR-100 fine-tuning top-1 {cifar100} (upstream README)")
 
 
-def _folder_only(name, model, dataset, filename, page, note) -> Release:
+def _folder_only(name, model, dataset, filename, page, note, folder=None) -> Release:
     return Release(name=name, model=model, dataset=dataset, delta=None, filename=filename, url=None,
-                   page=page, note=note)
+                   page=page, note=note, folder=folder)
 
 
 # Sizes and checksums are not published for any of these: None until someone records them.
@@ -95,11 +100,14 @@ RELEASES: dict[str, Release] = {r.name: r for r in [
     _onepfrac("0.2", "1MWahtdLKtTmrtV_bi65FefktXsZlzBM2", 83.4),
     # VisualAtom (CVPR 2023) README: files of one shared Drive folder, no per-file links
     _folder_only("visualatom-1k-vit-tiny", "deit_tiny_patch16_224", "VisualAtom-1k",
-                 "vit_tiny_with_visualatom_1k.pth.tar", VISUALATOM_FOLDER, "file in a Drive folder"),
+                 "vit_tiny_with_visualatom_1k.pth.tar", VISUALATOM_FOLDER, "file in a Drive folder (gdown)",
+                 folder=VISUALATOM_FOLDER),
     _folder_only("visualatom-21k-vit-base", "deit_base_patch16_224", "VisualAtom-21k",
-                 "vit_base_with_visualatom_21k.pth.tar", VISUALATOM_FOLDER, "file in a Drive folder"),
+                 "vit_base_with_visualatom_21k.pth.tar", VISUALATOM_FOLDER, "file in a Drive folder (gdown)",
+                 folder=VISUALATOM_FOLDER),
     _folder_only("visualatom-21k-swin-base", "swin_base_patch4_window7_224", "VisualAtom-21k",
-                 "swin_base_with_visualatom_21k.pth.tar", VISUALATOM_FOLDER, "file in a Drive folder"),
+                 "swin_base_with_visualatom_21k.pth.tar", VISUALATOM_FOLDER, "file in a Drive folder (gdown)",
+                 folder=VISUALATOM_FOLDER),
     # OFDB (ICCV 2023) README: names the files, publishes no link ("available in this Link")
     _folder_only("2d-ofdb-1k-vit-tiny", "deit_tiny_patch16_224", "2D-OFDB-1k",
                  "pretrain_deit_tiny_2d-ofdb1k_patch_lr1.0e-3_epochs80000_bs256-last.pth",
@@ -204,6 +212,9 @@ def download(name: str, cache_dir=None, progress: bool = True) -> Path:
         if dest.exists():
             verify(dest, release.size, release.sha256)
             return dest
+        if release.folder is not None:
+            return fetch_from_drive_folder(release.folder, release.filename, dest, release.size,
+                                           release.sha256, progress)
         raise DownloadError(f"{name}: no direct download link is published ({release.note}). Download "
                             f"{release.filename} by hand from {release.page} and place it at {dest}")
     return fetch(release.url, dest, release.size, release.sha256, progress=progress)
@@ -235,6 +246,63 @@ def fetch(url: str, dest, size: int | None = None, sha256: str | None = None, pr
         raise DownloadError(f"{DISK_ERRORS[error.errno]} writing {error.filename or dest}: free space or choose "
                             f"another --cache-dir (or ${CACHE_ENV}), then run the same command again "
                             "to resume") from None
+
+
+def fetch_from_drive_folder(folder: str, filename: str, dest, size: int | None = None,
+                            sha256: str | None = None, progress: bool = True) -> Path:
+    """`filename` of the shared Google Drive folder `folder`, downloaded into `dest` by gdown (which
+    lists the folder and fetches the file, resuming an interrupted transfer from its `.part`),
+    then checked as `fetch` checks and only then renamed to `dest`."""
+    dest = Path(dest)
+    by_hand = f"download {filename} by hand from {folder} and place it at {dest}"
+    try:
+        gdown = extras.require("gdown", "drive", f"{filename}, a file of a Google Drive folder,")
+    except extras.MissingExtra as missing:
+        raise extras.MissingExtra(f"{missing}; or {by_hand}") from None
+    if dest.exists():
+        verify(dest, size, sha256)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest.with_name(f".{dest.name}.lock")):  # one rank downloads, the others reuse it
+        if dest.exists():
+            verify(dest, size, sha256)
+            return dest
+        try:
+            listing = gdown.download_folder(url=folder, skip_download=True, quiet=not progress)
+        except Exception as error:  # gdown's own errors, requests' and its ValueErrors alike
+            raise DownloadError(f"gdown could not list the Google Drive folder {folder} "
+                                f"({_one_line(error)}); try again later, or {by_hand}") from None
+        found = [entry for entry in listing or [] if Path(entry.path).name == filename]
+        if not found:
+            names = ", ".join(sorted(Path(entry.path).name for entry in listing or [])) or "nothing"
+            raise DownloadError(f"the Google Drive folder {folder} holds no {filename} (it holds "
+                                f"{names}); {by_hand}")
+        staged = dest.with_name(dest.name + ".gdown")  # gdown's finished file, not yet checked
+        try:
+            done = gdown.download(id=found[0].id, output=str(staged), quiet=not progress, resume=True)
+        except Exception as error:
+            raise DownloadError(f"gdown could not download {filename} from {folder} "
+                                f"({_one_line(error)}); run the same command again to resume, or "
+                                f"{by_hand}") from None
+        if not done or not staged.is_file():
+            raise DownloadError(f"gdown could not download {filename} from {folder}; run the same "
+                                f"command again to resume, or {by_hand}")
+        try:
+            verify(staged, size, sha256)
+            with open(staged, "rb") as stream:
+                if stream.read(1) == b"<":  # a checkpoint is never HTML: Drive's quota or sign-in page
+                    raise DownloadError(f"Google Drive sent a web page instead of {filename} (download "
+                                        f"quota exceeded or sign-in asked); try again later, or {by_hand}")
+        except DownloadError:
+            staged.unlink(missing_ok=True)
+            raise
+        os.replace(staged, dest)
+    return dest
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _exclusive(lock_path: Path) -> filelock.FileLock:
@@ -486,10 +554,23 @@ def _table(directory) -> str:
     return "\n".join(lines)
 
 
+def _export_source(spec, directory, progress: bool):
+    """`export`'s CKPT as a local file (a URL or a name downloaded) and the model its release names."""
+    release = RELEASES.get(str(spec))
+    return resolve(spec, directory, progress=progress, option="CKPT"), release.model if release else None
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:  # its own parser, in a module that imports torch: the rest stay light
+        from onepfrac.train import export
+        return export.command(argv[1:], prog="python -m onepfrac.weights export", resolve=_export_source)
     parser = Parser(prog="python -m onepfrac.weights",
-                                     description="Released checkpoints: list, download, locate.")
+                    description="Released checkpoints: list, download, locate, export.")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("export", add_help=False,
+                        help="write CKPT (file, URL or NAME) as a Hugging Face Hub model folder timm "
+                             "loads alone: export CKPT OUT_DIR (see export --help)")
     listing = commands.add_parser("list", help="known released checkpoints")
     fetching = commands.add_parser("download", help="download NAME (or an http(s) URL) and print its path")
     fetching.add_argument("name", metavar="NAME", help="a released name (see list) or an http(s) URL")

@@ -329,3 +329,82 @@ def test_loading_a_missing_or_truncated_training_checkpoint_says_so(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match=r"cut\.pth: corrupt or truncated"):
         load_checkpoint(path)
+
+
+# ---------------------------------------------------------------- weights_only and the first format
+
+def test_a_checkpoint_of_the_trainer_loads_with_weights_only(pretrained_checkpoint):
+    state = torch.load(pretrained_checkpoint, map_location="cpu", weights_only=True)
+    assert state["format"] == checkpoint.FORMAT and state["epoch"] == 2
+    assert isinstance(state["rng"]["numpy"]["key"], torch.Tensor)
+
+
+def test_rng_states_are_plain_data_and_restore_exactly(tmp_path):
+    import random
+
+    import numpy as np
+
+    random.seed(3), np.random.seed(4), torch.manual_seed(5)
+    random.gauss(0, 1), np.random.standard_normal()  # each keeps a cached second normal
+    path = tmp_path / "rng.pth"
+    save_checkpoint(path, {"rng": checkpoint.rng_state()})
+    expected = random.gauss(0, 1), np.random.standard_normal(), np.random.rand(), torch.rand(3)
+    checkpoint.set_rng_state(torch.load(path, weights_only=True)["rng"])
+    drawn = random.gauss(0, 1), np.random.standard_normal(), np.random.rand(), torch.rand(3)
+    assert expected[:3] == drawn[:3] and torch.equal(expected[3], drawn[3])
+
+
+def first_format(state: dict) -> dict:
+    """`state` as format /1 wrote it: the RNG states as random's and numpy's own tuples."""
+    import random
+
+    import numpy as np
+
+    checkpoint.set_rng_state(state["rng"])
+    return {**state, "format": "onepfrac-checkpoint/1",
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                    "torch": torch.get_rng_state(), "cuda": None}}
+
+
+def test_a_first_format_checkpoint_is_read_as_data_and_its_rng_restored(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "old.pth"
+    state = first_format({"model": tiny_vit().state_dict(), "epoch": 1, "rng": checkpoint.rng_state()})
+    save_checkpoint(path, state)
+    with pytest.raises(Exception, match="weights_only"):
+        torch.load(path, weights_only=True)
+    loaded = load_checkpoint(path)
+    assert loaded["format"] == "onepfrac-checkpoint/1"
+    assert checkpoint.read_progress(path)["epoch"] == 1
+    checkpoint.set_rng_state(loaded["rng"])
+    first = np.random.rand()
+    checkpoint.set_rng_state(loaded["rng"])
+    assert np.random.rand() == first
+
+
+def test_a_checkpoint_holding_code_is_refused_for_resume(tmp_path):
+    path = tmp_path / "odd.pth"
+    save_checkpoint(path, {"epoch": 1, "args": argparse.ArgumentParser})
+    with pytest.raises(CheckpointError, match=r"odd\.pth: holds a Python object of type .*ArgumentParser"):
+        load_checkpoint(path)
+
+
+@pytest.mark.slow  # trains end to end
+def test_a_run_stopped_in_the_first_format_resumes_exactly(tmp_path, train_fractal):
+    from conftest import LIGHT_RECIPE, TINY_MODEL, run_train
+
+    def train(out, *extra):
+        result = run_train(["pretrain", "--data-dir", train_fractal, *TINY_MODEL, *LIGHT_RECIPE,
+                            "--batch-size", "4", "--epochs", "2", "--output-dir", out, *extra])
+        assert result.returncode == 0, result.stderr
+        return result
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(full)
+    train(part, "--stop-after", "1")
+    last = part / checkpoint.LAST
+    save_checkpoint(last, first_format(torch.load(last, weights_only=True)))
+    assert "resuming after epoch 1" in train(part, "--resume", "auto").stdout
+    a, b = (torch.load(d / checkpoint.LAST, weights_only=True)["model"] for d in (full, part))
+    assert all(torch.equal(a[k], b[k]) for k in a)

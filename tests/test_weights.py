@@ -307,8 +307,8 @@ def test_resolve_refuses_an_unknown_name_and_suggests_close_ones(tmp_path):
 
 
 def test_a_release_without_a_direct_link_says_where_to_put_the_file(tmp_path):
-    release = weights.RELEASES["visualatom-1k-vit-tiny"]
-    with pytest.raises(DownloadError, match=f"by hand from .*folders.* and place it at {tmp_path}/{release.filename}"):
+    release = weights.RELEASES["2d-ofdb-1k-vit-tiny"]  # no link, no folder: by hand only
+    with pytest.raises(DownloadError, match=f"by hand from .*OFDB.* and place it at {tmp_path}/{release.filename}"):
         weights.download(release.name, tmp_path)
     (tmp_path / release.filename).write_bytes(b"placed by hand")
     assert weights.download(release.name, tmp_path) == tmp_path / release.filename

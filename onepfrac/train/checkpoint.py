@@ -4,7 +4,9 @@ A training checkpoint written here is a dict with `model`, `optimizer`, `lr_sche
 `epoch`, as the released 1p-frac trainer writes them (its `model` entry is a timm state dict),
 plus `args`, `best`, `format` and RNG states. It is saved every --save-every epochs and at the
 end under the released name (`checkpoint_name`) and as `checkpoint_last.pth`, which
-`--resume auto` continues from.
+`--resume auto` continues from. It holds only tensors and plain data (RNG states included), so
+`torch.load(path, weights_only=True)` reads it; files of the first format (numpy's RNG state
+pickled as numpy objects) are still read, as numpy data only (`load_checkpoint`).
 
 Pre-trained weights of every published format (this project's checkpoints among them) are read
 and loaded into a model by onepfrac.train.pretrained.
@@ -28,10 +30,11 @@ from onepfrac.errors import UserError
 from onepfrac.train.options import UsageError
 
 __all__ = ["CheckpointError", "FORMAT", "LAST", "atomic_write", "checkpoint_name", "checkpoint_state",
-           "find_resume", "restore_training_state", "save_checkpoint", "load_checkpoint",
-           "sweep_temporaries"]
+           "find_resume", "restore_training_state", "rng_state", "set_rng_state", "save_checkpoint",
+           "load_checkpoint", "sweep_temporaries"]
 
-FORMAT = "onepfrac-checkpoint/1"
+# /2: RNG states as tensors and plain data (/1 pickled numpy's), so weights_only=True reads it
+FORMAT = "onepfrac-checkpoint/2"
 LAST = "checkpoint_last.pth"
 
 
@@ -61,13 +64,41 @@ def checkpoint_state(args, model, optimizer, scheduler, scaler, model_ema, epoch
         "args": {k: v for k, v in vars(args).items()},
         "best": best,
         "format": FORMAT,
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        "rng": rng_state(),
     }
     if model_ema is not None:
         state["model_ema"] = model_ema.module.state_dict()
     return state
+
+
+def rng_state() -> dict:
+    """Python's, numpy's, torch's and every CUDA device's global RNG state as tensors, ints,
+    floats and strings. The data pipeline keeps no generator across epochs (each is reseeded
+    from (seed, epoch)), so these are all the RNG state a run has."""
+    version, internal, gauss_next = random.getstate()
+    bit_generator, key, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    return {"python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                       "gauss_next": gauss_next},
+            "numpy": {"bit_generator": str(bit_generator),
+                      "key": torch.from_numpy(key.astype(np.int64)), "pos": int(position),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(rng: dict) -> None:
+    """Restore the global RNGs from `rng_state()`'s dict, or from the tuples of format /1."""
+    python, numpy_state = rng["python"], rng["numpy"]
+    if isinstance(python, dict):
+        python = (python["version"], tuple(python["state"].tolist()), python["gauss_next"])
+    random.setstate(python)
+    if isinstance(numpy_state, dict):
+        numpy_state = (numpy_state["bit_generator"], numpy_state["key"].numpy().astype(np.uint32),
+                       numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def find_resume(resume: str | None, output_dir) -> Path | None:
@@ -182,33 +213,70 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read a training checkpoint written by `save_checkpoint` (to resume a run).
+    """Read a training checkpoint written by `save_checkpoint` (to resume a run), with
+    `weights_only=True`: no code of the file runs.
 
-    It holds optimizer, scheduler and RNG state (numpy's included), which `weights_only=True`
-    refuses, so it is unpickled in full: only resume from files you wrote yourself.
+    A file of format /1 (numpy's RNG state as numpy objects) is read allowing numpy's array and
+    scalar types only, which rebuild as data (its tensors on the CPU).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file" if not path.exists()
                               else f"{path}: not a file")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except PermissionError as error:
         raise CheckpointError(f"{path}: not readable ({error.strerror})") from error
-    except (EOFError, RuntimeError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({short_message(error)}); "
-                              "resume from an earlier one or start afresh") from error
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):
+            raise _corrupt(path, error) from error
+        state = _read_first_format(path)
+    except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise _corrupt(path, error) from error
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a training checkpoint (a dict), found {type(state).__name__}")
     return state
+
+
+def _corrupt(path: Path, error: BaseException) -> CheckpointError:
+    return CheckpointError(f"{path}: corrupt or truncated checkpoint ({short_message(error)}); "
+                           "resume from an earlier one or start afresh")
+
+
+def _read_first_format(path: Path) -> dict:
+    try:
+        with torch.serialization.safe_globals(numpy_data_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found is None:
+            raise _corrupt(path, error) from error
+        raise CheckpointError(f"{path}: holds a Python object of type {found.group(1)}, which this "
+                              "trainer's checkpoints never hold; resume only from a checkpoint "
+                              "this trainer wrote") from error
+    except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise _corrupt(path, error) from error
+
+
+def numpy_data_globals() -> list:
+    """What unpickles numpy arrays and scalars (format /1's RNG state) as data: rebuilding them
+    runs no code of the file's choosing."""
+    try:
+        from numpy._core import multiarray  # numpy 2
+    except ImportError:
+        from numpy.core import multiarray
+    return [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
+            *(type(np.dtype(name)) for name in ("bool", "int8", "int16", "int32", "int64", "uint8",
+                                                 "uint16", "uint32", "uint64", "float16", "float32",
+                                                 "float64"))]
 
 
 def read_progress(path) -> dict:
     """A training checkpoint's `epoch` and `args` without reading its tensors (memory-mapped),
     for the checks of --check-only on a checkpoint of any size."""
     try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=False, mmap=True)
-    except (RuntimeError, ValueError, OSError):  # not a zip checkpoint: read it in full
+        state = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, ValueError, OSError, pickle.UnpicklingError):  # format /1, or not a zip: in full
         state = load_checkpoint(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a training checkpoint (a dict), found {type(state).__name__}")

@@ -17,12 +17,13 @@ import yaml
 
 from onepfrac.errors import UsageError
 from onepfrac.train.checkpoint import LAST, atomic_write_text, sweep_temporaries
+from onepfrac.train.export import FILES as EXPORT_FILES
 
 LOCK = ".train.lock"
 ARGS = "args.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
-RUN_FILES = (ARGS, METRICS, LAST, SUMMARY)
+RUN_FILES = (ARGS, METRICS, LAST, SUMMARY, *EXPORT_FILES)
 _RELEASED_CHECKPOINT = re.compile(r"^.+_\d{3,}ep\.pth$")  # checkpoint.checkpoint_name's files
 # Options of one invocation, not of the run: left out of args.yaml.
 NOT_RECORDED = ("mode", "config", "explicit", "resume", "overwrite", "check_only", "stop_after")

@@ -24,7 +24,7 @@ from onepfrac.errors import UsageError, UserError
 from onepfrac.progress import progress as progress_bar
 from onepfrac.train import checkpoint as ckpt
 from onepfrac.train import data as data_module
-from onepfrac.train import engine, pretrained, run_folder, wds_data
+from onepfrac.train import engine, export, pretrained, run_folder, wds_data
 from onepfrac.train.build import (amp_dtype_for, create_mixup, create_model, create_optimizer,
                                   create_scheduler, freeze_blocks, scaled)
 from onepfrac.train.distributed import Context, barrier, main_decides, setup, teardown
@@ -436,6 +436,8 @@ def train_in(args, context: Context, output_dir: Path, resume: Path | None, resu
     if not summary["replicas_identical"]:
         log(context, "warning: the model's copies differ between processes after training")
     if context.is_main:
+        # the last checkpoint's weights as a Hub model folder, which timm loads alone
+        export.export_run(output_dir, args, model, getattr(train_set, "classes", None))
         ckpt.atomic_write_text(output_dir / run_folder.SUMMARY, json.dumps(summary, indent=2) + "\n")
         if best["acc1"] is not None:
             log(context, f"best val top-1 {best['acc1']:.2f} at epoch {best['epoch']}; "
