@@ -29,6 +29,17 @@ SLOW_NAME = "sigma3.5_perturb0.1_sample60_seed0"
 
 CLI_TIMEOUT = 120
 
+# Tiny generator arguments of every dataset: a few classes that render in milliseconds.
+SEARCH = ["--search-size", 64, "--search-points", 3000]
+TINY_DATASETS = {
+    "1p-frac": ["--samples", 5, "--size", 64, "--points", 3000, "--pad", 2],
+    "fractaldb": ["--classes", 3, "--instances", 6, "--size", 64, "--points", 3000, "--pad", 2, *SEARCH],
+    "ofdb": ["--classes", 3, "--size", 64, "--points", 3000, "--pad", 2, *SEARCH],
+    "3d-ofdb": ["--classes", 3, "--instances", 4, "--size", 48, "--points", 2000],
+    "visualatom": ["--classes", 3, "--instances", 2, "--size", 48],
+    "real-image": ["--classes", 3, "--size", 48],
+}
+
 
 def tiny_args(base, samples=5, seed=0, *extra, workers=1) -> list[str]:
     """Arguments of a tiny dataset written under `base`."""

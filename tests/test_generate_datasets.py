@@ -12,35 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, interrupt_in_process, load_manifest, run_main, snapshot
+from conftest import REPO, TINY_DATASETS, interrupt_in_process, load_manifest, run_main, snapshot
 from PIL import Image
 
 from onepfrac import datasets, generate
 
-SEARCH = ["--search-size", 64, "--search-points", 3000]
-TINY = {
-    "fractaldb": ["--classes", 3, "--instances", 6, "--size", 64, "--points", 3000, "--pad", 2, *SEARCH],
-    "ofdb": ["--classes", 3, "--size", 64, "--points", 3000, "--pad", 2, *SEARCH],
-    "3d-ofdb": ["--classes", 3, "--instances", 4, "--size", 48, "--points", 2000],
-    "visualatom": ["--classes", 3, "--instances", 2, "--size", 48],
-    "real-image": ["--classes", 3, "--size", 48],
-}
+TINY = {name: args for name, args in TINY_DATASETS.items() if name != "1p-frac"}
 FOLDERS = {"fractaldb": "fractaldb_classes3_instances6_seed{seed}", "ofdb": "ofdb_classes3_seed{seed}",
            "3d-ofdb": "3d-ofdb_classes3_views4_seed{seed}", "visualatom": "visualatom_classes3_instances2_seed{seed}",
            "real-image": "real-image_classes3_instances1_seed{seed}"}
 INSTANCES = {"fractaldb": 6, "ofdb": 1, "3d-ofdb": 4, "visualatom": 2, "real-image": 1}
 
 
-def available(name: str) -> bool:
-    try:
-        datasets.load(name)
-    except datasets.UnknownDataset:
-        return False
-    return True
-
-
-NAMES = [pytest.param(name, marks=pytest.mark.skipif(not available(name), reason=f"{name} module not installed"))
-         for name in TINY]
+NAMES = list(TINY)
 
 
 def args_for(name, base, seed=0, workers=1, *extra):
@@ -200,8 +184,6 @@ def test_help_of_each_dataset_lists_its_own_options(capsys, name, options):
 
 
 def test_rgb_images_are_written_as_rgb_pngs(tmp_path, capsys):
-    if not available("real-image"):
-        pytest.skip("real-image module not installed")
     root = make("real-image", tmp_path, capsys, 0, 1, "--representation", "color")
     with Image.open(root / "00000" / "00000.png") as image:
         assert image.mode == "RGB" and image.size == (48, 48)
@@ -216,7 +198,7 @@ DRIVERS = {"fractaldb": ("generate_fractaldb.sh", {"CLASSES": "3", "INSTANCES": 
 
 @pytest.mark.slow  # runs each shell driver in a subprocess
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-@pytest.mark.parametrize("name", [p for p in NAMES if p.values[0] in DRIVERS])
+@pytest.mark.parametrize("name", [name for name in NAMES if name in DRIVERS])
 def test_driver_script_writes_what_the_module_cli_writes(tmp_path, capsys, name):
     script, variables, extra = DRIVERS[name]
     env = {**os.environ, "PYTHON": sys.executable, "WORKERS": "1", "BASE_SAVEDIR": str(tmp_path / "script"),

@@ -11,32 +11,12 @@ from pathlib import Path
 import filelock
 import pytest
 
-from conftest import CLI_TIMEOUT, interrupt_in_process, tiny_args
+from conftest import CLI_TIMEOUT, TINY_DATASETS, interrupt_in_process, tiny_args
 from onepfrac import datasets, generate, verify
 from onepfrac.errors import UsageError
 
-SEARCH = ["--search-size", 64, "--search-points", 3000]
-# Tiny settings of each dataset: every class renders in milliseconds.
-TINY = {
-    "1p-frac": ["--samples", 5, "--size", 64, "--points", 3000, "--pad", 2],
-    "fractaldb": ["--classes", 3, "--instances", 6, "--size", 64, "--points", 3000, "--pad", 2, *SEARCH],
-    "ofdb": ["--classes", 3, "--size", 64, "--points", 3000, "--pad", 2, *SEARCH],
-    "3d-ofdb": ["--classes", 3, "--instances", 4, "--size", 48, "--points", 2000],
-    "visualatom": ["--classes", 3, "--instances", 2, "--size", 48],
-    "real-image": ["--classes", 3, "--size", 48],
-}
-
-
-def available(name: str) -> bool:
-    try:
-        datasets.load(name)
-    except datasets.UnknownDataset:
-        return False
-    return True
-
-
-NAMES = [pytest.param(name, marks=pytest.mark.skipif(not available(name), reason=f"{name} module not installed"))
-         for name in TINY]
+TINY = TINY_DATASETS
+NAMES = list(TINY)
 
 
 @pytest.fixture(scope="module")
