@@ -8,9 +8,9 @@ state are needed (a login node, a Slurm job); saves are atomic. matplotlib is op
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
+from onepfrac import atomic
 from onepfrac.errors import UsageError
 
 INSTALL = "install it with `pip install matplotlib`"
@@ -58,10 +58,4 @@ def save(figure, path: Path, image_format: str | None = None) -> None:
     path = Path(path)
     data = render(figure, image_format or path.suffix.lower().lstrip(".") or "png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    atomic.write_bytes(path, data)

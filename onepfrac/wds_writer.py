@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-TEMP_SUFFIX = ".tmp"
+from onepfrac import atomic
 
 
 def sample_key(class_index: int, instance: int, classes: int, instances: int) -> str:
@@ -42,14 +41,6 @@ def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
             info.type = tarfile.REGTYPE
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary name beside `path`, then rename: readers never see a part."""
-    temporary = path.with_name(path.name + TEMP_SUFFIX)
-    with open(temporary, "wb") as f:
-        f.write(data)
-    os.replace(temporary, path)
 
 
 def _indented(value, level: int) -> str:
@@ -79,15 +70,11 @@ def manifest_chunks(top: dict, records: Iterator[dict], key: str = "classes") ->
 
 def write_manifest(path: Path, top: dict, records: Iterator[dict], key: str = "classes") -> None:
     """Stream the manifest to a temporary file and rename it into place."""
-    temporary = path.with_name(path.name + TEMP_SUFFIX)
-    try:
-        with open(temporary, "w", encoding="ascii", newline="\n") as f:
-            for chunk in manifest_chunks(top, records, key):
-                f.write(chunk)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    def write(stream):
+        for chunk in manifest_chunks(top, records, key):
+            stream.write(chunk.encode("ascii"))  # json.dumps escapes everything else
+
+    atomic.write_via(path, write)
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
