@@ -787,7 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=whole, default=0, metavar="N", help="processes; 0 = all cores (default %(default)s)")
     p.add_argument("--max-lines", type=whole, default=20, metavar="N",
                    help="problem lines shown before '... and N more'; 0 = all (default %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
+    p.add_argument("--no-progress", action="store_true", help="no progress (a bar on a terminal, a line every 30 s in a log)")
     return p
 
 

@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m onepfrac.sweep",
         description="Run a grid of generate -> pre-train -> fine-tune cells (resumable), then write "
-                    "results.csv, results.md and figure/top1.svg into --out. "
+                    "results.csv, results.md and figure/top1.png into --out. "
                     "`python -m onepfrac.sweep aggregate DIR` redoes the results from the cell.json files.")
     parser.add_argument("grid", help="grid YAML (see train/grids/ and docs/sweeps.md)")
     parser.add_argument("--out", default=None, help="output folder (default: ./output/sweeps/GRIDNAME)")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_aggregate_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m onepfrac.sweep aggregate",
-                    description="Redo results.csv, results.md and figure/top1.svg of a sweep.")
+                    description="Redo results.csv, results.md and figure/top1.png of a sweep.")
     parser.add_argument("dir", help="a sweep's output folder (holding cells/*/cell.json)")
     parser.add_argument("--no-progress", action="store_true", help="print nothing but errors")
     return parser
